@@ -1,0 +1,307 @@
+"""The one definition of what a learning-rate controller observes.
+
+`FeatureTracker` turns the stream of (loss, gradients) pairs of a training run into a short,
+bounded observation vector. The environment that trains a controller and the scheduler that
+deploys it both use this class, so a policy sees exactly the same features in both places.
+
+Every feature is invariant to the scale of the loss, the size of the gradients and the number of
+parameters, so one controller transfers across problems: losses enter only as relative changes,
+gradients only through cosines and ratios of inner products. No feature depends on the absolute
+learning rate, the step count or the total number of steps, since deployment rarely knows them.
+
+Per optimizer step the tracker does three O(parameters) reductions (|g|^2, g . g_prev and a copy
+of g into one buffer): the only parameter-sized memory it holds is the previous gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+FEATURE_VERSION = 1
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "loss_change_step",  # relative change of the loss over the last optimizer step
+    "loss_change_block",  # relative change of the loss since the previous decision
+    "loss_above_best",  # how far the latest loss sits above the best loss seen so far
+    "loss_rank",  # Hansen's code: +1 below the last M decisions' losses, -1 above them, else 0
+    "loss_rise_fraction",  # fraction of the block's steps on which the loss went up
+    "loss_noise",  # spread of the step-to-step loss changes over the recent window
+    "grad_cosine",  # mean cosine of successive gradients in the block
+    "grad_projection",  # mean (g_t . g_{t-1}) / |g_{t-1}|^2: ~1 step too small, <0 overshoot
+    "grad_norm_change",  # relative change of the gradient norm since the previous decision
+    "nonfinite",  # 1 if a loss or gradient in the block was NaN or infinite
+)
+
+OBS_DIM = len(FEATURE_NAMES)
+OBS_LOW = -1.0
+OBS_HIGH = 1.0
+
+# Relative changes are spread with a log so that a 1 % change is visible next to a 50 % one.
+_SPREAD = 100.0
+_LOG_SPREAD = math.log1p(_SPREAD)
+_TINY = 1e-300
+
+
+def relative_change(new: float, old: float) -> float:
+    """Scale-free change from `old` to `new` in [-1, 1], defined for losses of any sign.
+
+    For positive values it equals sign(r) * (1 - exp(-|r|)) with r = log(new / old): an odd,
+    bounded function of the log ratio that needs no special case for zero or negative losses.
+    """
+    denom = max(abs(new), abs(old), _TINY)
+    value = (new - old) / denom
+    return min(1.0, max(-1.0, value))
+
+
+def spread(x: float) -> float:
+    """Map [-1, 1] onto [-1, 1], magnifying small magnitudes logarithmically."""
+    return math.copysign(math.log1p(_SPREAD * min(abs(x), 1.0)) / _LOG_SPREAD, x)
+
+
+def _finite(x: float, default: float = 0.0) -> float:
+    return x if math.isfinite(x) else default
+
+
+@dataclass
+class StepStats:
+    """What the tracker extracted from one optimizer step."""
+
+    loss: float
+    grad_norm_sq: float
+    grad_dot_prev: float  # g_t . g_{t-1}; nan on the first step
+    prev_grad_norm_sq: float  # |g_{t-1}|^2; nan on the first step
+    finite: bool
+
+
+class FeatureTracker:
+    """Computes the observation of a learning-rate controller from a training run.
+
+    Call `update(loss, grads)` after every optimizer step and `observation()` whenever the
+    controller decides; `observation()` closes the current block of steps.
+
+    Args:
+        history: number of past decisions kept for the loss rank feature (M in Hansen's paper).
+        noise_window: number of past steps over which the loss noise is measured.
+
+    Example:
+        >>> tracker = FeatureTracker()
+        >>> for _ in range(5):
+        ...     loss = model_loss(); loss.backward(); optimizer.step()
+        ...     tracker.update(loss.item(), [p.grad for p in model.parameters()])
+        ...     optimizer.zero_grad()
+        >>> obs = tracker.observation()  # np.float32 vector of length OBS_DIM in [-1, 1]
+    """
+
+    version = FEATURE_VERSION
+    names = FEATURE_NAMES
+
+    def __init__(self, history: int = 5, noise_window: int = 10) -> None:
+        if history < 1:
+            raise ValueError(f"history must be >= 1, got {history}")
+        if noise_window < 2:
+            raise ValueError(f"noise_window must be >= 2, got {noise_window}")
+        self.history = history
+        self.noise_window = noise_window
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the run: the next update starts a new one."""
+        self._prev_grads: list[torch.Tensor | None] | None = None
+        self._prev_grad_norm_sq = math.nan
+        self._last_loss = math.nan
+        self._best_loss = math.inf
+        self._decision_losses: deque[float] = deque(maxlen=self.history)
+        self._step_changes: deque[float] = deque(maxlen=self.noise_window)
+        self._block_start_loss = math.nan
+        self._block_start_grad_norm = math.nan
+        self._block: list[StepStats] = []
+        self._decision_grad_norm: float | None = None
+        self.steps = 0
+
+    @property
+    def block_length(self) -> int:
+        """Number of steps recorded since the last observation."""
+        return len(self._block)
+
+    # ------------------------------------------------------------------ per step
+    def update(self, loss: float, grads: Iterable[torch.Tensor | None]) -> StepStats:
+        """Record one optimizer step: its loss and the gradients it used."""
+        loss = float(loss)
+        grads = list(grads)
+        grad_norm_sq, grad_dot_prev = self._grad_products(grads)
+        finite = math.isfinite(loss) and math.isfinite(grad_norm_sq)
+        stats = StepStats(
+            loss=loss,
+            grad_norm_sq=grad_norm_sq,
+            grad_dot_prev=grad_dot_prev,
+            prev_grad_norm_sq=self._prev_grad_norm_sq,
+            finite=finite,
+        )
+        if finite:
+            if math.isfinite(self._last_loss):
+                self._step_changes.append(relative_change(loss, self._last_loss))
+            if not math.isfinite(self._block_start_loss):
+                self._block_start_loss = loss
+                self._block_start_grad_norm = math.sqrt(grad_norm_sq)
+            self._best_loss = min(self._best_loss, loss)
+            self._last_loss = loss
+            self._prev_grad_norm_sq = grad_norm_sq
+            self._store_grads(grads)
+        self._block.append(stats)
+        self.steps += 1
+        return stats
+
+    def _grad_products(self, grads: list[torch.Tensor | None]) -> tuple[float, float]:
+        """|g|^2 and g . g_prev with one reduction per tensor and a single host sync."""
+        norm_terms, dot_terms = [], []
+        prev = self._prev_grads
+        for i, g in enumerate(grads):
+            if g is None:
+                continue
+            flat = _flat(g)
+            norm_terms.append(torch.dot(flat, flat))
+            if prev is not None and i < len(prev) and prev[i] is not None:
+                if prev[i].shape == flat.shape and prev[i].dtype == flat.dtype:
+                    dot_terms.append(torch.dot(flat, prev[i]))
+        if not norm_terms:
+            return 0.0, math.nan
+        device = norm_terms[0].device
+        norm = torch.stack([t.to(device, torch.float64) for t in norm_terms]).sum()
+        if not dot_terms:
+            return float(norm), math.nan
+        dot = torch.stack([t.to(device, torch.float64) for t in dot_terms]).sum()
+        norm_value, dot_value = torch.stack([norm, dot]).tolist()
+        return norm_value, dot_value
+
+    def _store_grads(self, grads: list[torch.Tensor | None]) -> None:
+        prev = self._prev_grads
+        if prev is None or len(prev) != len(grads):
+            prev = [None] * len(grads)
+        for i, g in enumerate(grads):
+            if g is None:
+                prev[i] = None
+                continue
+            flat = _flat(g)
+            if prev[i] is None or prev[i].shape != flat.shape or prev[i].dtype != flat.dtype:
+                prev[i] = flat.clone()
+            else:
+                prev[i].copy_(flat)
+        self._prev_grads = prev
+
+    # ------------------------------------------------------------------ per decision
+    def observation(self) -> np.ndarray:
+        """Features of the steps since the last call, float32 in [-1, 1]; closes the block."""
+        block, self._block = self._block, []
+        finite_steps = [s for s in block if s.finite]
+        obs = np.zeros(OBS_DIM, dtype=np.float64)
+        obs[9] = 1.0 if len(finite_steps) < len(block) else 0.0
+        if finite_steps:
+            obs[:9] = self._finite_features(finite_steps)
+            self._decision_losses.append(self._last_loss)
+            self._decision_grad_norm = math.sqrt(finite_steps[-1].grad_norm_sq)
+        self._block_start_loss = math.nan
+        self._block_start_grad_norm = math.nan
+        obs = np.nan_to_num(obs, nan=0.0, posinf=OBS_HIGH, neginf=OBS_LOW)
+        return np.clip(obs, OBS_LOW, OBS_HIGH).astype(np.float32)
+
+    def _finite_features(self, steps: list[StepStats]) -> list[float]:
+        loss = self._last_loss
+        changes = list(self._step_changes)
+        # The block's reference point: the previous decision, or the block's first step.
+        if self._decision_losses:
+            block_change = relative_change(loss, self._decision_losses[-1])
+            grad_start = self._decision_grad_norm
+        else:
+            block_change = relative_change(loss, self._block_start_loss)
+            grad_start = self._block_start_grad_norm
+        rank = 0.0
+        if self._decision_losses:
+            if loss < min(self._decision_losses):
+                rank = 1.0
+            elif loss > max(self._decision_losses):
+                rank = -1.0
+        recent = changes[-len(steps) :]
+        cosines, projections = [], []
+        for s in steps:
+            if s.prev_grad_norm_sq > 0 and math.isfinite(s.grad_dot_prev):
+                projections.append(s.grad_dot_prev / s.prev_grad_norm_sq)
+                norms = math.sqrt(s.prev_grad_norm_sq * s.grad_norm_sq)
+                if norms > 0:
+                    cosines.append(s.grad_dot_prev / norms)
+        grad_norm = math.sqrt(steps[-1].grad_norm_sq)
+        return [
+            spread(changes[-1]) if changes else 0.0,
+            spread(block_change),
+            spread(max(0.0, relative_change(loss, self._best_loss))),
+            rank,
+            sum(c > 0 for c in recent) / len(recent) if recent else 0.0,
+            spread(float(np.std(changes))) if len(changes) >= 2 else 0.0,
+            _mean(cosines),
+            math.tanh(_mean(projections)),
+            spread(relative_change(grad_norm, _finite(grad_start, grad_norm))),
+        ]
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict:
+        """Everything needed to continue the same feature stream, tensors included."""
+        return {
+            "version": self.version,
+            "history": self.history,
+            "noise_window": self.noise_window,
+            "prev_grads": None if self._prev_grads is None else list(self._prev_grads),
+            "prev_grad_norm_sq": self._prev_grad_norm_sq,
+            "last_loss": self._last_loss,
+            "best_loss": self._best_loss,
+            "decision_losses": list(self._decision_losses),
+            "decision_grad_norm": self._decision_grad_norm,
+            "step_changes": list(self._step_changes),
+            "block_start_loss": self._block_start_loss,
+            "block_start_grad_norm": self._block_start_grad_norm,
+            "block": [vars(s).copy() for s in self._block],
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("version") != self.version:
+            raise ValueError(
+                f"feature state has version {state.get('version')!r}, this tracker computes "
+                f"version {self.version}"
+            )
+        self.history = int(state["history"])
+        self.noise_window = int(state["noise_window"])
+        self.reset()
+        prev = state["prev_grads"]
+        if prev is not None:
+            self._prev_grads = [None if g is None else g.clone() for g in prev]
+        self._prev_grad_norm_sq = float(state["prev_grad_norm_sq"])
+        self._last_loss = float(state["last_loss"])
+        self._best_loss = float(state["best_loss"])
+        self._decision_losses.extend(float(x) for x in state["decision_losses"])
+        dgn = state["decision_grad_norm"]
+        self._decision_grad_norm = None if dgn is None else float(dgn)
+        self._step_changes.extend(float(x) for x in state["step_changes"])
+        self._block_start_loss = float(state["block_start_loss"])
+        self._block_start_grad_norm = float(state["block_start_grad_norm"])
+        self._block = [StepStats(**s) for s in state["block"]]
+        self.steps = int(state["steps"])
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _flat(grad: torch.Tensor) -> torch.Tensor:
+    """A dense 1-D view of a gradient, in at least single precision (half overflows in a dot)."""
+    grad = grad.detach()
+    if grad.is_sparse:
+        grad = grad.to_dense()
+    flat = grad.reshape(-1)
+    if flat.dtype in (torch.float16, torch.bfloat16):
+        flat = flat.float()
+    return flat

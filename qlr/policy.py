@@ -1,0 +1,323 @@
+"""Policy files: a trained Q-network as plain tensors plus JSON, loaded without unpickling.
+
+A policy file uses the safetensors layout, so any safetensors reader can open it too:
+
+    8 bytes   little-endian u64 N, the length of the header
+    N bytes   JSON: {tensor name: {"dtype", "shape", "data_offsets"}, "__metadata__": {"qlr": JSON}}
+    the rest  the tensors' raw little-endian bytes
+
+Nothing in the file is ever executed: the header is parsed as JSON and the tensors are read as
+numbers. The metadata records the feature version, the action factors, the decision interval,
+the network shape and any observation normalisation, so a file made for other features fails to
+load with a clear error instead of silently misbehaving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from qlr.features import FEATURE_NAMES, FEATURE_VERSION, OBS_DIM
+
+FORMAT_NAME = "qlr-policy"
+FORMAT_VERSION = 1
+DEFAULT_POLICY_NAME = "default"
+_POLICY_DIR = "policies"
+_MAX_HEADER = 10_000_000  # a policy header is a few KB; more means a damaged or hostile file
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
+
+
+class PolicyFileError(ValueError):
+    """A policy file is missing, damaged, or made for something this version cannot run."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"cannot load policy file {os.fspath(path)!r}: {reason}")
+        self.path = os.fspath(path)
+        self.reason = reason
+
+
+@dataclass
+class PolicyMetadata:
+    """What a policy file says about how its network must be fed and read."""
+
+    action_factors: tuple[float, ...]
+    decision_interval: int
+    hidden_sizes: tuple[int, ...]
+    activation: str = "relu"
+    feature_version: int = FEATURE_VERSION
+    feature_names: tuple[str, ...] = FEATURE_NAMES
+    obs_mean: tuple[float, ...] | None = None
+    obs_std: tuple[float, ...] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # training config hash, scores, ...
+
+    def to_json(self) -> str:
+        data = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "feature_version": self.feature_version,
+            "feature_names": list(self.feature_names),
+            "action_factors": list(self.action_factors),
+            "decision_interval": self.decision_interval,
+            "hidden_sizes": list(self.hidden_sizes),
+            "activation": self.activation,
+            "obs_mean": None if self.obs_mean is None else list(self.obs_mean),
+            "obs_std": None if self.obs_std is None else list(self.obs_std),
+            "extra": self.extra,
+        }
+        return json.dumps(data, sort_keys=True)
+
+
+class Policy:
+    """A greedy controller: a small MLP from observation to one q-value per action.
+
+    Attributes:
+        obs_dim: length of the observation the network reads.
+        n_actions: number of actions (learning-rate factors).
+        metadata: the `PolicyMetadata` the file carried.
+    """
+
+    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]], metadata: PolicyMetadata):
+        self.layers = [(w.detach().float(), b.detach().float()) for w, b in layers]
+        self.metadata = metadata
+        self.obs_dim = self.layers[0][0].shape[1]
+        self.n_actions = self.layers[-1][0].shape[0]
+        self._activation = ACTIVATIONS[metadata.activation]
+        self._mean = _optional_tensor(metadata.obs_mean)
+        self._std = _optional_tensor(metadata.obs_std)
+
+    @property
+    def action_factors(self) -> tuple[float, ...]:
+        return self.metadata.action_factors
+
+    @property
+    def decision_interval(self) -> int:
+        return self.metadata.decision_interval
+
+    @torch.no_grad()
+    def q_values(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Q-values for one observation (shape [obs_dim]) or a batch ([n, obs_dim])."""
+        x = torch.as_tensor(np.asarray(obs, dtype=np.float32))
+        if x.shape[-1] != self.obs_dim:
+            raise ValueError(f"observation has length {x.shape[-1]}, policy expects {self.obs_dim}")
+        if self._mean is not None:
+            x = (x - self._mean) / self._std
+        for i, (w, b) in enumerate(self.layers):
+            x = torch.nn.functional.linear(x, w, b)
+            if i < len(self.layers) - 1:
+                x = self._activation(x)
+        return x.numpy()
+
+    def act(self, obs: np.ndarray | torch.Tensor) -> int:
+        """The greedy action for one observation."""
+        return int(np.argmax(self.q_values(obs)))
+
+    def __repr__(self) -> str:
+        return (
+            f"Policy(obs_dim={self.obs_dim}, n_actions={self.n_actions}, "
+            f"hidden={list(self.metadata.hidden_sizes)}, "
+            f"factors={[round(f, 4) for f in self.action_factors]}, "
+            f"interval={self.decision_interval})"
+        )
+
+
+def _optional_tensor(values: tuple[float, ...] | None) -> torch.Tensor | None:
+    return None if values is None else torch.tensor(values, dtype=torch.float32)
+
+
+# ---------------------------------------------------------------------------------- writing
+def save_policy(policy: Policy, path: str | os.PathLike) -> Path:
+    """Write `policy` to `path` atomically (a complete file or none, never half of one)."""
+    tensors: dict[str, np.ndarray] = {}
+    for i, (w, b) in enumerate(policy.layers):
+        tensors[f"layers.{i}.weight"] = w.numpy().astype("<f4")
+        tensors[f"layers.{i}.bias"] = b.numpy().astype("<f4")
+    header: dict[str, Any] = {"__metadata__": {"qlr": policy.metadata.to_json()}}
+    offset = 0
+    for name, array in tensors.items():
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + array.nbytes],
+        }
+        offset += array.nbytes
+    header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
+    header_bytes += b" " * (-len(header_bytes) % 8)  # safetensors aligns the data to 8 bytes
+    payload = struct.pack("<Q", len(header_bytes)) + header_bytes
+    payload += b"".join(tensors[name].tobytes() for name in tensors)
+    path = Path(path)
+    atomic_write_bytes(path, payload)
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, flush it to disk, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def config_hash(config: dict) -> str:
+    """A short, stable fingerprint of a training configuration."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------- reading
+def default_policy_path() -> Path:
+    """Where the policy shipped inside the package lives."""
+    return Path(str(resources.files("qlr") / _POLICY_DIR / f"{DEFAULT_POLICY_NAME}.qlr"))
+
+
+def load_policy(path_or_name: str | os.PathLike | Policy = DEFAULT_POLICY_NAME) -> Policy:
+    """Load a policy file, or the shipped one by the name ``"default"``.
+
+    Raises:
+        PolicyFileError: the file is missing, truncated, corrupted, or was written for another
+            feature version or format; the message names the file and the reason.
+    """
+    if isinstance(path_or_name, Policy):
+        return path_or_name
+    if os.fspath(path_or_name) == DEFAULT_POLICY_NAME:
+        path = default_policy_path()
+    else:
+        path = Path(path_or_name)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PolicyFileError(path, "no such file") from None
+    except OSError as err:
+        raise PolicyFileError(path, f"cannot read it ({err.strerror or err})") from None
+    header, body = _split(path, data)
+    metadata = _parse_metadata(path, header)
+    tensors = _read_tensors(path, header, body)
+    layers = _layers(path, tensors, metadata)
+    return Policy(layers, metadata)
+
+
+def _split(path: Path, data: bytes) -> tuple[dict, bytes]:
+    if len(data) < 8:
+        raise PolicyFileError(path, f"file is {len(data)} bytes, too short to be a policy file")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > min(_MAX_HEADER, len(data) - 8):
+        raise PolicyFileError(path, "header length runs past the end of the file (truncated?)")
+    try:
+        header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PolicyFileError(path, f"header is not valid JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise PolicyFileError(path, "header is not a JSON object")
+    return header, data[8 + header_len :]
+
+
+def _parse_metadata(path: Path, header: dict) -> PolicyMetadata:
+    try:
+        meta = json.loads(header["__metadata__"]["qlr"])
+    except (KeyError, TypeError, json.JSONDecodeError):
+        raise PolicyFileError(path, "no qlr metadata: not a qlr policy file") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise PolicyFileError(path, "metadata does not describe a qlr policy")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise PolicyFileError(
+            path,
+            f"file format version {meta.get('format_version')!r}, this qlr reads {FORMAT_VERSION}",
+        )
+    if meta.get("feature_version") != FEATURE_VERSION:
+        raise PolicyFileError(
+            path,
+            f"written for feature version {meta.get('feature_version')!r}, but this qlr computes "
+            f"feature version {FEATURE_VERSION}; retrain or export it with a matching qlr",
+        )
+    try:
+        factors = tuple(float(f) for f in meta["action_factors"])
+        interval = int(meta["decision_interval"])
+        hidden = tuple(int(h) for h in meta["hidden_sizes"])
+        activation = str(meta["activation"])
+        names = tuple(str(n) for n in meta["feature_names"])
+        mean = None if meta["obs_mean"] is None else tuple(float(x) for x in meta["obs_mean"])
+        std = None if meta["obs_std"] is None else tuple(float(x) for x in meta["obs_std"])
+        extra = dict(meta.get("extra") or {})
+    except (KeyError, TypeError, ValueError) as err:
+        raise PolicyFileError(path, f"metadata field missing or malformed ({err})") from None
+    if names != FEATURE_NAMES:
+        raise PolicyFileError(path, "feature names differ from the ones this qlr computes")
+    if len(factors) < 2 or not all(math.isfinite(f) and f > 0 for f in factors):
+        raise PolicyFileError(path, f"action factors {list(factors)} are not positive numbers")
+    if interval < 1:
+        raise PolicyFileError(path, f"decision interval {interval} is not positive")
+    if activation not in ACTIVATIONS:
+        raise PolicyFileError(path, f"activation {activation!r} not one of {sorted(ACTIVATIONS)}")
+    for name, stats in (("obs_mean", mean), ("obs_std", std)):
+        if stats is not None and (len(stats) != OBS_DIM or not all(map(math.isfinite, stats))):
+            raise PolicyFileError(path, f"{name} must hold {OBS_DIM} finite numbers")
+    if (mean is None) != (std is None) or (std is not None and min(std) <= 0):
+        raise PolicyFileError(path, "obs_mean and obs_std must both be given, with std > 0")
+    return PolicyMetadata(
+        action_factors=factors,
+        decision_interval=interval,
+        hidden_sizes=hidden,
+        activation=activation,
+        feature_names=names,
+        obs_mean=mean,
+        obs_std=std,
+        extra=extra,
+    )
+
+
+def _read_tensors(path: Path, header: dict, body: bytes) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for name, spec in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            if spec["dtype"] != "F32":
+                raise ValueError(spec["dtype"])
+            shape = [int(s) for s in spec["shape"]]
+            begin, end = (int(o) for o in spec["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise PolicyFileError(path, f"tensor {name!r} has a malformed description") from None
+        expected = int(np.prod(shape)) * 4
+        if not 0 <= begin <= end <= len(body) or end - begin != expected:
+            raise PolicyFileError(path, f"tensor {name!r} runs past the end of the file")
+        array = np.frombuffer(body[begin:end], dtype="<f4").reshape(shape)
+        if not np.all(np.isfinite(array)):
+            raise PolicyFileError(path, f"tensor {name!r} holds NaN or infinite values")
+        tensors[name] = torch.from_numpy(array.astype(np.float32))
+    return tensors
+
+
+def _layers(path: Path, tensors: dict, meta: PolicyMetadata) -> list:
+    sizes = [OBS_DIM, *meta.hidden_sizes, len(meta.action_factors)]
+    layers = []
+    for i in range(len(sizes) - 1):
+        w, b = tensors.get(f"layers.{i}.weight"), tensors.get(f"layers.{i}.bias")
+        if w is None or b is None:
+            raise PolicyFileError(path, f"layer {i} is missing")
+        if tuple(w.shape) != (sizes[i + 1], sizes[i]) or tuple(b.shape) != (sizes[i + 1],):
+            raise PolicyFileError(
+                path,
+                f"layer {i} has shape {tuple(w.shape)}, the metadata implies "
+                f"{(sizes[i + 1], sizes[i])}",
+            )
+        layers.append((w, b))
+    if len(tensors) != 2 * len(layers):
+        raise PolicyFileError(path, "file holds tensors the metadata does not describe")
+    return layers

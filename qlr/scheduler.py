@@ -1,0 +1,213 @@
+"""`QLRScheduler`: a learned learning-rate controller in an ordinary PyTorch training loop."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from qlr.control import LRController, reference_lr, scale_lr
+from qlr.policy import Policy, load_policy
+
+logger = logging.getLogger(__name__)
+
+
+class QLRScheduler:
+    """Adjusts the learning rate of an optimizer with a trained Q-network policy.
+
+    Every optimizer step, the scheduler reads the loss and the gradients; every `k` steps (the
+    decision interval stored in the policy file) it asks the policy whether to lower, hold or raise
+    the learning rate, and multiplies every param group's rate by the chosen factor, keeping the
+    groups' ratios. The first group's rate is kept within ``[min_lr, max_lr]``.
+
+    Rules worth knowing:
+
+    * Construction never changes the optimizer's learning rate; the policy starts from yours.
+    * The learning rate lives in the optimizer. ``load_state_dict`` restores the scheduler's
+      memory (features, counters) but leaves the optimizer's rate as it is: restore the optimizer's
+      own state dict as well, as with any torch scheduler, and the run continues without a jump.
+    * A NaN or infinite loss or gradient never raises: the rate is multiplied by
+      ``nonfinite_cut`` (0.1 by default) at once, a warning is logged once, and nothing non-finite
+      reaches the policy.
+    * With an AMP ``GradScaler`` passed as ``scaler``, a step the scaler skipped (its scale fell)
+      is not counted. Call ``scheduler.step(loss)`` after ``scaler.update()``.
+    * No total number of steps is needed.
+
+    Args:
+        optimizer: any ``torch.optim`` optimizer.
+        policy: ``"default"`` (shipped with qlr), a path to a policy file, or a loaded `Policy`.
+        min_lr: lower bound for the first param group's learning rate.
+        max_lr: upper bound for the first param group's learning rate.
+        nonfinite_cut: factor applied to the rate after a non-finite loss or gradient.
+        scaler: the ``torch.amp.GradScaler`` of a mixed-precision loop, if any.
+        writer: a TensorBoard ``SummaryWriter``; logs the rate, action and q-values per decision.
+
+    Example:
+        >>> model = torch.nn.Linear(10, 1)
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        >>> scheduler = QLRScheduler(optimizer)
+        >>> for x, y in loader:
+        ...     optimizer.zero_grad()
+        ...     loss = torch.nn.functional.mse_loss(model(x), y)
+        ...     loss.backward()
+        ...     optimizer.step()
+        ...     scheduler.step(loss)
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        policy: str | os.PathLike | Policy = "default",
+        min_lr: float = 1e-8,
+        max_lr: float = 10.0,
+        nonfinite_cut: float = 0.1,
+        scaler: Any | None = None,
+        writer: Any | None = None,
+    ) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"{type(optimizer).__name__} is not a torch.optim.Optimizer")
+        lr = reference_lr(optimizer)
+        if not math.isfinite(lr) or lr <= 0:
+            raise ValueError(
+                f"the optimizer's learning rate is {lr}; QLRScheduler scales it by factors, "
+                "so it must start positive and finite"
+            )
+        self.optimizer = optimizer
+        self.policy = load_policy(policy)
+        self.controller = LRController(
+            action_factors=self.policy.action_factors,
+            decision_interval=self.policy.decision_interval,
+            min_lr=min_lr,
+            max_lr=max_lr,
+            nonfinite_cut=nonfinite_cut,
+        )
+        self.scaler = scaler
+        self.writer = writer
+        self.steps = 0  # optimizer steps counted (skipped AMP steps excluded)
+        self.decisions = 0
+        self.last_action: int | None = None
+        self.last_observation: np.ndarray | None = None  # what the policy saw at its last decision
+        self._last_scale = self._scaler_scale()
+        self._warned_nonfinite = False
+        self._last_lr = self._group_lrs()
+
+    # ------------------------------------------------------------------ the loop
+    def step(self, loss: float | torch.Tensor | None = None) -> None:
+        """Record one optimizer step with its loss; decide when the interval is complete.
+
+        Args:
+            loss: the loss of the step just taken, a float or a 0-dim tensor.
+        """
+        if loss is None:
+            raise TypeError(
+                "QLRScheduler.step() needs the loss of the step: call scheduler.step(loss) "
+                "after optimizer.step() (frameworks that call step() without arguments can use "
+                "the callbacks in qlr.integrations)"
+            )
+        loss_value = _loss_to_float(loss)
+        if self._scaler_skipped_step():
+            return
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"]]
+        cut = self.controller.record_step(loss_value, grads)
+        self.steps += 1
+        if cut != 1.0:
+            self._apply_factor(cut)
+            if not self._warned_nonfinite:
+                logger.warning(
+                    "qlr: non-finite loss or gradient at step %d; learning rate cut by %g "
+                    "(further occurrences are not logged)",
+                    self.steps,
+                    cut,
+                )
+                self._warned_nonfinite = True
+        if self.controller.decision_due:
+            self._decide()
+        self._last_lr = self._group_lrs()
+
+    def _decide(self) -> None:
+        obs = self.controller.observe()
+        q_values = self.policy.q_values(obs)
+        action = int(q_values.argmax())
+        self.last_observation = obs
+        lr = reference_lr(self.optimizer)
+        self._apply_factor(self.controller.next_lr(lr, action) / lr)
+        self.last_action = action
+        self.decisions += 1
+        if self.writer is not None:
+            self.writer.add_scalar("qlr/lr", reference_lr(self.optimizer), self.steps)
+            self.writer.add_scalar("qlr/action", action, self.steps)
+            for i, q in enumerate(q_values):
+                self.writer.add_scalar(f"qlr/q_value/{i}", float(q), self.steps)
+
+    def _apply_factor(self, factor: float) -> None:
+        lr = reference_lr(self.optimizer)
+        target = self.controller.clamp(lr * factor)
+        scale_lr(self.optimizer, target / lr)
+
+    def _scaler_scale(self) -> float | None:
+        if self.scaler is None or not self.scaler.is_enabled():
+            return None
+        return float(self.scaler.get_scale())
+
+    def _scaler_skipped_step(self) -> bool:
+        """A GradScaler lowers its scale exactly when it skipped the optimizer step."""
+        scale = self._scaler_scale()
+        skipped = scale is not None and self._last_scale is not None and scale < self._last_scale
+        self._last_scale = scale
+        return skipped
+
+    def _group_lrs(self) -> list[float]:
+        return [float(group["lr"]) for group in self.optimizer.param_groups]
+
+    # ------------------------------------------------------------------ torch scheduler API
+    def get_last_lr(self) -> list[float]:
+        """The learning rate of every param group after the last step."""
+        return list(self._last_lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scheduler's memory, without the optimizer or the policy weights."""
+        return {
+            "steps": self.steps,
+            "decisions": self.decisions,
+            "last_action": self.last_action,
+            "last_scale": self._last_scale,
+            "warned_nonfinite": self._warned_nonfinite,
+            "min_lr": self.controller.min_lr,
+            "max_lr": self.controller.max_lr,
+            "tracker": self.controller.tracker.state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the memory saved by `state_dict`. The optimizer's learning rate is untouched."""
+        self.steps = int(state_dict["steps"])
+        self.decisions = int(state_dict["decisions"])
+        self.last_action = state_dict["last_action"]
+        self._last_scale = state_dict["last_scale"]
+        self._warned_nonfinite = bool(state_dict["warned_nonfinite"])
+        self.controller.min_lr = float(state_dict["min_lr"])
+        self.controller.max_lr = float(state_dict["max_lr"])
+        self.controller.tracker.load_state_dict(state_dict["tracker"])
+        self._last_lr = self._group_lrs()
+
+    def __repr__(self) -> str:
+        return (
+            f"QLRScheduler(lr={reference_lr(self.optimizer):.3g}, steps={self.steps}, "
+            f"policy={self.policy!r})"
+        )
+
+
+def _loss_to_float(loss: float | torch.Tensor) -> float:
+    if isinstance(loss, torch.Tensor):
+        if loss.numel() != 1:
+            raise ValueError(
+                f"loss must be a scalar, got a tensor of shape {tuple(loss.shape)}; "
+                "reduce it (e.g. loss.mean()) before passing it"
+            )
+        return float(loss.detach().float().item())
+    if isinstance(loss, bool) or not isinstance(loss, (int, float, np.floating, np.integer)):
+        raise TypeError(f"loss must be a float or a 0-dim tensor, got {type(loss).__name__}")
+    return float(loss)

@@ -1,0 +1,31 @@
+"""Shared fixtures."""
+
+import pytest
+import torch
+
+from qlr.features import OBS_DIM
+from qlr.policy import Policy, PolicyMetadata
+
+
+def build_policy(
+    hidden=(16,), factors=(0.5, 1.0, 2.0), interval=5, seed=0, favour: int | None = None
+) -> Policy:
+    """A policy with random weights, or one that always picks action `favour`."""
+    gen = torch.Generator().manual_seed(seed)
+    sizes = [OBS_DIM, *hidden, len(factors)]
+    layers = []
+    for i in range(len(sizes) - 1):
+        w = torch.randn(sizes[i + 1], sizes[i], generator=gen)
+        b = torch.randn(sizes[i + 1], generator=gen)
+        layers.append((w, b))
+    if favour is not None:
+        w, b = layers[-1]
+        layers[-1] = (torch.zeros_like(w), torch.where(torch.arange(len(factors)) == favour, 1.0, 0.0))
+    meta = PolicyMetadata(action_factors=factors, decision_interval=interval, hidden_sizes=hidden)
+    return Policy(layers, meta)
+
+
+@pytest.fixture
+def make_policy():
+    """Factory fixture: make_policy(favour=2) always raises, make_policy(seed=3) is random."""
+    return build_policy

@@ -1,0 +1,25 @@
+"""`import qlr` stays light: a user who deploys a scheduler needs only torch and numpy."""
+
+import subprocess
+import sys
+
+
+def test_import_qlr_loads_no_training_dependencies():
+    code = (
+        "import sys, qlr; "
+        "heavy = [m for m in ('gymnasium', 'stable_baselines3', 'tensorboard', 'yaml', 'sklearn') "
+        "if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_qlr_core_never_imports_envs_or_agents():
+    import re
+    from pathlib import Path
+
+    import qlr
+
+    upward = re.compile(r"^\s*(from|import)\s+qlr\.(envs|agents)\b", re.MULTILINE)
+    for path in Path(qlr.__file__).parent.glob("*.py"):
+        assert not upward.search(path.read_text()), path.name
