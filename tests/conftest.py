@@ -20,7 +20,10 @@ def build_policy(
         layers.append((w, b))
     if favour is not None:
         w, b = layers[-1]
-        layers[-1] = (torch.zeros_like(w), torch.where(torch.arange(len(factors)) == favour, 1.0, 0.0))
+        layers[-1] = (
+            torch.zeros_like(w),
+            torch.where(torch.arange(len(factors)) == favour, 1.0, 0.0),
+        )
     meta = PolicyMetadata(action_factors=factors, decision_interval=interval, hidden_sizes=hidden)
     return Policy(layers, meta)
 

@@ -37,7 +37,9 @@ def test_features_invariant_to_loss_scale():
 
 
 def test_features_invariant_to_parameter_count():
-    np.testing.assert_allclose(_sgd_features(1.0, 1.5, copies=4), _sgd_features(1.0, 1.5), atol=1e-5)
+    np.testing.assert_allclose(
+        _sgd_features(1.0, 1.5, copies=4), _sgd_features(1.0, 1.5), atol=1e-5
+    )
 
 
 def test_features_react_to_the_learning_rate():

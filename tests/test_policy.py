@@ -16,7 +16,10 @@ def _policy(hidden=(8, 8), factors=(0.5, 1.0, 2.0), seed=0, **meta) -> Policy:
     gen = torch.Generator().manual_seed(seed)
     sizes = [OBS_DIM, *hidden, len(factors)]
     layers = [
-        (torch.randn(sizes[i + 1], sizes[i], generator=gen), torch.randn(sizes[i + 1], generator=gen))
+        (
+            torch.randn(sizes[i + 1], sizes[i], generator=gen),
+            torch.randn(sizes[i + 1], generator=gen),
+        )
         for i in range(len(sizes) - 1)
     ]
     metadata = PolicyMetadata(

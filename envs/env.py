@@ -1,0 +1,311 @@
+"""`LearningRateEnv`: an inner gradient-descent run as a Gymnasium environment."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from qlr.control import LRController, reference_lr, scale_lr
+from qlr.envs.distributions import ProblemDistribution, make_distribution
+from qlr.envs.optimizers import OPTIMIZERS, make_optimizer
+from qlr.envs.problems import Problem
+from qlr.features import FEATURE_NAMES, OBS_DIM, OBS_HIGH, OBS_LOW
+
+_RESET_OPTIONS = ("lr", "optimizer", "problem")
+ProblemSpec = str | Sequence[str] | Mapping[str, float] | ProblemDistribution | Problem
+
+
+class LearningRateEnv(gym.Env):
+    """Control the learning rate of an inner gradient-descent run.
+
+    ## Description
+    Each episode draws an optimisation problem (a quadratic, Rosenbrock, a regression, a small
+    network, ...), an inner optimizer (SGD, momentum, Adam, ...) and an initial learning rate.
+    Every step of the environment is one decision: the agent multiplies the learning rate by one
+    of a few factors, then the inner optimizer runs `steps_per_decision` steps at that rate.
+    The observation is computed by `qlr.FeatureTracker` from the losses and gradients of those
+    steps, exactly as `qlr.QLRScheduler` computes it in deployment, and the learning-rate rules
+    (bounds, guard) are those of `qlr.LRController`.
+
+    ## Action Space
+    `Discrete(n)`: action `i` multiplies the learning rate by `action_factors[i]`. The default
+    three factors are (0.5, 1, 2): lower, hold, raise. `action_factors=5` or `7` select wider
+    sets (see `qlr.ACTION_SETS`). The rate is then clamped to `lr_bounds`.
+
+    ## Observation Space
+    `Box(-1, 1, (10,), float32)`, every feature scale-free and bounded:
+
+    | index | feature            | meaning                                            | min | max |
+    |-------|--------------------|----------------------------------------------------|-----|-----|
+    | 0     | loss_change_step   | relative loss change over the last inner step      | -1  | 1   |
+    | 1     | loss_change_block  | relative loss change since the previous decision   | -1  | 1   |
+    | 2     | loss_above_best    | how far the loss sits above the best loss so far   | 0   | 1   |
+    | 3     | loss_rank          | +1 below the last 5 decision losses, -1 above them | -1  | 1   |
+    | 4     | loss_rise_fraction | fraction of the block's steps where the loss rose  | 0   | 1   |
+    | 5     | loss_noise         | spread of step-to-step loss changes, last 10 steps | 0   | 1   |
+    | 6     | grad_cosine        | mean cosine of successive gradients                | -1  | 1   |
+    | 7     | grad_projection    | tanh of mean g_t.g_(t-1) / abs(g_(t-1))^2          | -1  | 1   |
+    | 8     | grad_norm_change   | relative change of the gradient norm since the     | -1  | 1   |
+    |       |                    | previous decision                                  |     |     |
+    | 9     | nonfinite          | 1 if a loss or gradient in the block was not finite| 0   | 1   |
+
+    Relative changes are (new - old) / max(abs(new), abs(old)), log-spread so that small
+    changes stay visible (see `qlr.features`).
+
+    ## Rewards
+    `log(L_before / L_after)` for the decision, clipped to `[-reward_clip, reward_clip]`, where
+    `L` is the full objective (for minibatch problems too, so the reward is not minibatch noise).
+    Without clipping the return telescopes to `log(L_0 / L_T)`. Losses are floored at
+    `1e-12 * L_0` so that an exact zero gives a finite reward. A divergence gives
+    `-divergence_penalty` and ends the episode.
+
+    ## Starting State
+    `reset` draws a problem instance from the problem distribution, an optimizer from
+    `optimizer`, and an initial learning rate log-uniformly from `initial_lr_range`, all from
+    `np_random`. It then runs one block of `steps_per_decision` inner steps at that rate (the
+    scheduler likewise acts only after its first block) and returns that block's observation.
+    If the first block already diverges, the same instance is restarted at a tenth of the rate
+    (at most 10 times), since a user would not keep a rate that fails at once.
+
+    ## Episode End
+    - Terminated: the loss (or a gradient) became NaN or infinite, or the loss rose above
+      `divergence_factor` times its initial value. The reward is `-divergence_penalty`.
+    - Truncated: `horizon` decisions were taken.
+
+    ## Arguments
+    - `problem`: a distribution name (``"train"``, ``"test"``, ...), a family name, a list of
+      family names, a ``{family: weight}`` dict, a `ProblemDistribution`, or one `Problem`
+      instance, whose parameters every reset restores to their values at construction.
+      ``reset(options={"problem": instance})`` runs one episode on a given instance.
+    - `optimizer`: one name from `OPTIMIZERS` or a sequence of names drawn uniformly per episode.
+    - `optimizer_kwargs`: ``{optimizer name: {keyword: value}}`` passed to the optimizer.
+    - `steps_per_decision`: inner steps between decisions (k).
+    - `action_factors`: 3, 5, 7 or a sequence of positive factors.
+    - `lr_bounds`: `(min_lr, max_lr)` the rate is clamped to.
+    - `initial_lr_range`: `(low, high)` of the log-uniform initial rate.
+    - `horizon`: decisions per episode.
+    - `reward_clip`, `divergence_penalty`, `divergence_factor`: see Rewards and Episode End.
+
+    ## Version History
+    - v0: first version (feature version 1).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        problem: str
+        | Sequence[str]
+        | Mapping[str, float]
+        | ProblemDistribution
+        | Problem = "train",
+        optimizer: str | Sequence[str] = ("sgd", "momentum", "adam"),
+        optimizer_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+        steps_per_decision: int = 5,
+        action_factors: int | Sequence[float] = 3,
+        lr_bounds: tuple[float, float] = (1e-8, 10.0),
+        initial_lr_range: tuple[float, float] = (1e-5, 1.0),
+        horizon: int = 60,
+        reward_clip: float = 1.0,
+        divergence_penalty: float = 5.0,
+        divergence_factor: float = 1e3,
+    ) -> None:
+        super().__init__()
+        self.distribution: ProblemDistribution | None = None
+        self._fixed: tuple[Problem, list] | None = None
+        if isinstance(problem, Problem):
+            self._fixed = (problem, _snapshot(problem))
+        else:
+            self.distribution = make_distribution(problem)
+        self.optimizers = _optimizer_names(optimizer)
+        self.optimizer_kwargs = _optimizer_kwargs(optimizer_kwargs, self.optimizers)
+        self.controller = LRController(
+            action_factors=action_factors,
+            decision_interval=steps_per_decision,
+            min_lr=_pair(lr_bounds, "lr_bounds")[0],
+            max_lr=_pair(lr_bounds, "lr_bounds")[1],
+        )
+        low, high = _pair(initial_lr_range, "initial_lr_range")
+        if not self.controller.min_lr <= low <= high <= self.controller.max_lr:
+            raise ValueError(
+                f"initial_lr_range={initial_lr_range} must lie inside lr_bounds={lr_bounds}"
+            )
+        self.initial_lr_range = (low, high)
+        _check_positive("horizon", horizon, integer=True)
+        _check_positive("reward_clip", reward_clip)
+        _check_positive("divergence_penalty", divergence_penalty)
+        _check_positive("divergence_factor", divergence_factor)
+        if divergence_factor <= 1:
+            raise ValueError(f"divergence_factor must be > 1, got {divergence_factor}")
+        self.steps_per_decision = int(steps_per_decision)
+        self.horizon = int(horizon)
+        self.reward_clip = float(reward_clip)
+        self.divergence_penalty = float(divergence_penalty)
+        self.divergence_factor = float(divergence_factor)
+
+        self.action_space = spaces.Discrete(self.controller.n_actions)
+        self.observation_space = spaces.Box(
+            low=OBS_LOW, high=OBS_HIGH, shape=(OBS_DIM,), dtype=np.float32
+        )
+        self.feature_names = FEATURE_NAMES
+        self.problem: Problem | None = None
+        self.optimizer = None
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(_RESET_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown reset options {unknown}; valid: {list(_RESET_OPTIONS)}")
+        rng = self.np_random
+        problem_seed = int(rng.integers(2**63 - 1))
+        name = options.get("optimizer") or self.optimizers[int(rng.integers(len(self.optimizers)))]
+        if name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {name!r}; valid: {list(OPTIMIZERS)}")
+        low, high = self.initial_lr_range
+        lr = float(options.get("lr") or math.exp(rng.uniform(math.log(low), math.log(high))))
+        lr = self.controller.clamp(lr)
+
+        fixed = self._fixed
+        if options.get("problem") is not None:
+            if not isinstance(options["problem"], Problem):
+                raise ValueError("reset option 'problem' must be a qlr.envs.Problem instance")
+            fixed = (options["problem"], _snapshot(options["problem"]))
+        for _ in range(10):
+            if fixed is not None:
+                problem = _restore(*fixed)
+            else:
+                problem = self.distribution.sample(np.random.default_rng(problem_seed))
+            self._start_run(problem, name, lr)
+            if not self._run_block():
+                break
+            lr = self.controller.clamp(lr / 10)
+        self._reward_loss = self._objective()
+        return self.controller.observe(), self._info()
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self.optimizer is None:
+            raise RuntimeError("call reset() before step()")
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action!r} is not in {self.action_space}")
+        lr = reference_lr(self.optimizer)
+        scale_lr(self.optimizer, self.controller.next_lr(lr, int(action)) / lr)
+        diverged = self._run_block()
+        self.decisions += 1
+        obs = self.controller.observe()
+        if diverged:
+            reward = -self.divergence_penalty
+        else:
+            new_loss = self._objective()
+            floor = 1e-12 * self.initial_loss
+            log_ratio = math.log(max(self._reward_loss, floor) / max(new_loss, floor))
+            reward = min(self.reward_clip, max(-self.reward_clip, log_ratio))
+            self._reward_loss = new_loss
+        truncated = not diverged and self.decisions >= self.horizon
+        info = self._info()
+        info["diverged"] = diverged
+        return obs, float(reward), diverged, truncated, info
+
+    # ------------------------------------------------------------------ inner run
+    def _start_run(self, problem: Problem, optimizer: str, lr: float) -> None:
+        self.problem = problem
+        self.optimizer_name = optimizer
+        self.optimizer = make_optimizer(
+            optimizer, problem.params, lr, **self.optimizer_kwargs.get(optimizer, {})
+        )
+        self.controller.reset()
+        self.decisions = 0
+        self._loss = problem.loss_and_grad()
+        self.initial_loss = self._objective() if problem.stochastic else self._loss
+
+    def _run_block(self) -> bool:
+        """Run k inner steps at the current rate; return True if the run diverged."""
+        params = self.problem.params
+        limit = self.divergence_factor * abs(self.initial_loss)
+        for _ in range(self.steps_per_decision):
+            self.optimizer.step()
+            # The controller sees the loss and gradient of the step just taken, as in deployment.
+            if self.controller.record_step(self._loss, [p.grad for p in params]) != 1.0:
+                return True
+            self._loss = self.problem.loss_and_grad()
+            if not math.isfinite(self._loss) or self._loss > limit:
+                return True
+        return False
+
+    def _objective(self) -> float:
+        """The loss the reward is computed on: the full objective, never one minibatch."""
+        return self.problem.loss() if self.problem.stochastic else self._loss
+
+    def _info(self) -> dict[str, Any]:
+        problem = self.problem
+        return {
+            "lr": reference_lr(self.optimizer),
+            "loss": self._loss,
+            "initial_loss": self.initial_loss,
+            "grad_evals": problem.grad_evals,
+            "func_evals": problem.func_evals,
+            "examples_seen": problem.examples_seen,
+            "problem": problem.name,
+            "optimizer": self.optimizer_name,
+            "decisions": self.decisions,
+        }
+
+
+def _snapshot(problem: Problem) -> list:
+    return [p.detach().clone() for p in problem.params]
+
+
+def _restore(problem: Problem, snapshot: list) -> Problem:
+    """Put a fixed instance back at its starting point, counters included."""
+    for p, start in zip(problem.params, snapshot, strict=True):
+        p.data.copy_(start)
+        p.grad = None
+    problem.grad_evals = problem.func_evals = problem.examples_seen = 0
+    return problem
+
+
+def _optimizer_names(optimizer: str | Sequence[str]) -> tuple[str, ...]:
+    names = (optimizer,) if isinstance(optimizer, str) else tuple(optimizer)
+    bad = [n for n in names if n not in OPTIMIZERS]
+    if not names or bad:
+        raise ValueError(f"optimizer {bad or names!r} not valid; choose from {list(OPTIMIZERS)}")
+    return names
+
+
+def _optimizer_kwargs(kwargs: Mapping | None, names: tuple[str, ...]) -> dict[str, dict]:
+    kwargs = dict(kwargs or {})
+    bad = [k for k in kwargs if k not in names]
+    if bad:
+        raise ValueError(
+            f"optimizer_kwargs has keys {bad} that are not optimizers in use {list(names)}; "
+            "it maps an optimizer name to its keyword arguments"
+        )
+    return {k: dict(v) for k, v in kwargs.items()}
+
+
+def _pair(value: Sequence[float], name: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (low, high), got {value!r}") from None
+    if not (0 < low <= high < math.inf):
+        raise ValueError(f"{name} must satisfy 0 < low <= high < inf, got {value!r}")
+    return low, high
+
+
+def _check_positive(name: str, value: float, integer: bool = False) -> None:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and value > 0
+    if integer:
+        ok = ok and int(value) == value
+    if not ok:
+        kind = "a positive integer" if integer else "a positive number"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")

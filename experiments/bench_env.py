@@ -1,0 +1,124 @@
+"""Environment throughput and the feature tracker's share of a training step.
+
+Measures, on one CPU thread:
+  1. LearningRateEnv transitions per second on a 100-dimensional quadratic with k = 1
+     (target: at least 2,000/s) and on the digits MLP (k = 1 and k = 5);
+  2. the time of FeatureTracker.update against a plain SGD training step of an MLP with about
+     one million parameters (target: under 25 % of the step).
+Each figure is the median of several repetitions. Writes experiments/results/bench_env.md.
+
+    python experiments/bench_env.py [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from qlr.envs import LearningRateEnv, ProblemDistribution
+from qlr.features import FeatureTracker
+
+RESULTS = Path(__file__).parent / "results" / "bench_env.md"
+
+
+def env_rate(family: str, kwargs: dict, k: int, transitions: int, repeats: int) -> float:
+    """Median transitions/s of the env under a fixed 'hold' policy (the agent costs nothing)."""
+    dist = ProblemDistribution({family: (1.0, kwargs)})
+    env = LearningRateEnv(
+        problem=dist,
+        optimizer="sgd",
+        steps_per_decision=k,
+        initial_lr_range=(1e-3, 1e-3),
+        horizon=10**9,
+    )
+    rates = []
+    for r in range(repeats):
+        env.reset(seed=r)
+        began = time.perf_counter()
+        for _ in range(transitions):
+            env.step(1)
+        rates.append(transitions / (time.perf_counter() - began))
+    return statistics.median(rates)
+
+
+def feature_share(width: int, steps: int, repeats: int) -> tuple[int, float, float]:
+    """(parameters, median ms of a training step, median ms of tracker.update)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(256, width),
+        torch.nn.ReLU(),
+        torch.nn.Linear(width, width),
+        torch.nn.ReLU(),
+        torch.nn.Linear(width, 10),
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x, y = torch.randn(64, 256), torch.randint(0, 10, (64,))
+    tracker = FeatureTracker()
+    params = list(model.parameters())
+    step_ms, feat_ms = [], []
+    for _ in range(repeats):
+        t_step = t_feat = 0.0
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            value = loss.item()
+            t1 = time.perf_counter()
+            tracker.update(value, [p.grad for p in params])
+            t2 = time.perf_counter()
+            t_step += t1 - t0
+            t_feat += t2 - t1
+        tracker.observation()
+        step_ms.append(1e3 * t_step / steps)
+        feat_ms.append(1e3 * t_feat / steps)
+    return n_params, statistics.median(step_ms), statistics.median(feat_ms)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--transitions", type=int, default=2000)
+    args = parser.parse_args()
+    repeats = args.repeats
+    torch.set_num_threads(1)
+
+    quad = {"dim": (100, 100), "cond": (100.0, 100.0)}
+    rows = [
+        (
+            "quadratic, dim 100, k = 1",
+            env_rate("quadratic", quad, 1, args.transitions, args.repeats),
+        ),
+        ("digits MLP, full batch, k = 1", env_rate("digits_mlp", {}, 1, 300, repeats)),
+        ("digits MLP, full batch, k = 5", env_rate("digits_mlp", {}, 5, 100, repeats)),
+    ]
+    n_params, step_ms, feat_ms = feature_share(1000, 30, args.repeats)
+
+    lines = [
+        f"# Environment throughput (one CPU thread, medians of {repeats} runs)",
+        "",
+        "Produced by `python experiments/bench_env.py`.",
+        "",
+        "| environment | transitions / s |",
+        "|---|---|",
+        *[f"| {name} | {rate:,.0f} |" for name, rate in rows],
+        "",
+        "| MLP parameters | training step (ms) | FeatureTracker.update (ms) | share of step |",
+        "|---|---|---|---|",
+        f"| {n_params:,} | {step_ms:.2f} | {feat_ms:.3f} | {feat_ms / step_ms:.1%} |",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

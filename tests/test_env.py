@@ -1,0 +1,194 @@
+"""LearningRateEnv: Gymnasium contract, determinism, bounds, divergence, arguments."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import qlr.envs  # noqa: F401  (registers the environment)
+from qlr.envs import DISTRIBUTIONS, FAMILIES, LearningRateEnv
+from qlr.envs.distributions import make_distribution
+from qlr.features import FEATURE_NAMES
+
+CONFIGS = [
+    {},
+    {"problem": "test"},
+    {"problem": "train_stochastic", "optimizer": "rmsprop"},
+    {"problem": "quadratic", "action_factors": 5, "steps_per_decision": 1},
+    {"problem": ["rosenbrock", "quartic"], "action_factors": 7, "optimizer": "nesterov"},
+    {"problem": "ackley", "optimizer": ["adagrad", "adamw"], "horizon": 10},
+]
+
+
+@pytest.mark.parametrize("kwargs", CONFIGS)
+def test_gymnasium_and_sb3_env_checkers_pass(kwargs):
+    env = gym.make("qlr/LearningRate-v0", **kwargs)
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(LearningRateEnv(**kwargs), warn=False)
+
+
+def test_default_spaces():
+    env = gym.make("qlr/LearningRate-v0")
+    assert isinstance(env.action_space, gym.spaces.Discrete) and env.action_space.n == 3
+    space = env.observation_space
+    assert space.shape == (len(FEATURE_NAMES),) and space.dtype == np.float32
+    assert np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))
+
+
+def _rollout(env, seed, actions):
+    obs, info = env.reset(seed=seed)
+    trace = [obs]
+    for a in actions:
+        obs, reward, terminated, truncated, info = env.step(a)
+        trace.append(np.append(obs, [reward, info["lr"], info["loss"]]))
+        if terminated or truncated:
+            break
+    return trace
+
+
+def test_same_seed_same_rollout_different_seed_differs():
+    actions = np.random.default_rng(0).integers(0, 3, 40)
+    a = _rollout(LearningRateEnv(), 7, actions)
+    b = _rollout(LearningRateEnv(), 7, actions)
+    c = _rollout(LearningRateEnv(), 8, actions)
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=False))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_random_rollouts_stay_in_the_observation_space(family):
+    env = LearningRateEnv(problem=family, optimizer=["sgd", "adam"], horizon=15)
+    rng = np.random.default_rng(1)
+    for episode in range(2):
+        obs, _ = env.reset(seed=episode)
+        assert env.observation_space.contains(obs)
+        done = False
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(int(rng.integers(3)))
+            assert env.observation_space.contains(obs), (family, obs)
+            assert np.isfinite(reward) and abs(reward) <= max(
+                env.reward_clip, env.divergence_penalty
+            )
+            done = terminated or truncated
+
+
+def test_every_named_distribution_builds_an_env():
+    for name in DISTRIBUTIONS:
+        env = LearningRateEnv(problem=name, horizon=2)
+        env.reset(seed=0)
+        env.step(1)
+
+
+def test_divergence_terminates_with_the_penalty():
+    env = LearningRateEnv(
+        problem="quadratic",
+        optimizer="sgd",
+        lr_bounds=(1e-8, 1e6),
+        initial_lr_range=(1e-3, 1e-3),
+        horizon=60,
+    )
+    env.reset(seed=0)
+    for _ in range(60):  # keep doubling the rate until the run blows up
+        obs, reward, terminated, truncated, info = env.step(2)
+        if terminated:
+            break
+    assert terminated and not truncated
+    assert reward == -env.divergence_penalty and info["diverged"]
+    assert np.all(np.isfinite(obs))
+
+
+def test_horizon_truncates():
+    env = LearningRateEnv(problem="quadratic", horizon=4)
+    env.reset(seed=0)
+    flags = [env.step(1)[3] for _ in range(4)]
+    assert flags == [False, False, False, True]
+
+
+def test_reward_telescopes_to_the_log_loss_ratio():
+    env = LearningRateEnv(problem="quadratic", optimizer="sgd", horizon=10, reward_clip=100.0)
+    _, info = env.reset(seed=3)
+    start = info["loss"]
+    total = 0.0
+    for _ in range(10):
+        _, reward, terminated, truncated, info = env.step(1)
+        total += reward
+    assert total == pytest.approx(np.log(start / info["loss"]), rel=1e-5)
+
+
+def test_actions_change_the_learning_rate_by_their_factor():
+    env = LearningRateEnv(problem="quadratic", action_factors=(0.25, 1.0, 3.0))
+    _, info = env.reset(seed=0, options={"lr": 1e-3})
+    assert info["lr"] == pytest.approx(1e-3)
+    _, _, _, _, info = env.step(2)
+    assert info["lr"] == pytest.approx(3e-3)
+    _, _, _, _, info = env.step(0)
+    assert info["lr"] == pytest.approx(0.75e-3)
+
+
+def test_info_counts_evaluations():
+    env = LearningRateEnv(problem="logistic", steps_per_decision=4)
+    _, info = env.reset(seed=0)
+    before = info["grad_evals"]
+    _, _, _, _, info = env.step(1)
+    assert info["grad_evals"] - before == 4
+    for key in ("lr", "loss", "func_evals", "examples_seen", "problem", "optimizer"):
+        assert key in info
+
+
+def test_fixed_instance_restarts_from_the_same_point():
+    problem = make_distribution("quadratic").sample(np.random.default_rng(0))
+    env = LearningRateEnv(problem=problem)
+    _, first = env.reset(seed=0, options={"lr": 1e-2, "optimizer": "sgd"})
+    env.step(2)
+    _, again = env.reset(seed=0, options={"lr": 1e-2, "optimizer": "sgd"})
+    assert again["loss"] == first["loss"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"problem": "no_such_family"}, "valid"),
+        ({"optimizer": "lbfgs"}, "sgd"),
+        ({"steps_per_decision": 0}, "decision_interval"),
+        ({"action_factors": 4}, "[3, 5, 7]"),
+        ({"action_factors": (1.0, -2.0)}, "positive"),
+        ({"lr_bounds": (1.0, 0.1)}, "lr_bounds"),
+        ({"initial_lr_range": (1e-9, 1.0), "lr_bounds": (1e-6, 1.0)}, "inside lr_bounds"),
+        ({"horizon": 0}, "horizon"),
+        ({"horizon": 2.5}, "horizon"),
+        ({"reward_clip": -1}, "reward_clip"),
+        ({"divergence_factor": 0.5}, "divergence_factor"),
+        ({"optimizer_kwargs": {"adam": {}}, "optimizer": "sgd"}, "optimizer_kwargs"),
+    ],
+)
+def test_invalid_arguments_name_the_problem(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+        LearningRateEnv(**kwargs)
+
+
+def test_invalid_reset_option_and_action():
+    env = LearningRateEnv()
+    with pytest.raises(ValueError, match="unknown reset options"):
+        env.reset(options={"lrr": 1})
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action"):
+        env.step(3)
+
+
+def test_works_under_subproc_vec_env():
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    vec = make_vec_env(
+        LearningRateEnv, n_envs=2, seed=0, vec_env_cls=SubprocVecEnv, env_kwargs={"horizon": 5}
+    )
+    try:
+        obs = vec.reset()
+        assert obs.shape == (2, len(FEATURE_NAMES))
+        obs, rewards, dones, infos = vec.step(np.array([0, 2]))
+        assert np.all(np.isfinite(obs)) and np.all(np.isfinite(rewards))
+    finally:
+        vec.close()
