@@ -100,7 +100,7 @@ class LRController:
         self.min_lr = float(min_lr)
         self.max_lr = float(max_lr)
         self.nonfinite_cut = float(nonfinite_cut)
-        self.tracker = FeatureTracker(history=history)
+        self.tracker = FeatureTracker(interval=self.decision_interval, history=history)
 
     @property
     def n_actions(self) -> int:

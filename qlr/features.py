@@ -9,8 +9,13 @@ parameters, so one controller transfers across problems: losses enter only as re
 gradients only through cosines and ratios of inner products. No feature depends on the absolute
 learning rate, the step count or the total number of steps, since deployment rarely knows them.
 
-Per optimizer step the tracker does three O(parameters) reductions (|g|^2, g . g_prev and a copy
-of g into one buffer): the only parameter-sized memory it holds is the previous gradient.
+Cost: one O(parameters) reduction per optimizer step (|g|^2, which also tells whether the
+gradient is finite) and one more per decision (g . g_prev between the last two steps of the
+block). The only parameter-sized memory is that previous gradient, and usually not even a copy:
+a loop that sets gradients to None between steps (torch's default ``zero_grad``) leaves the old
+gradient tensors untouched, so the tracker keeps references to them. If gradients are reused in
+place (``zero_grad(set_to_none=False)``), their version counter shows it, and from then on the
+tracker copies them into a buffer of its own.
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "loss_rank",  # Hansen's code: +1 below the last M decisions' losses, -1 above them, else 0
     "loss_rise_fraction",  # fraction of the block's steps on which the loss went up
     "loss_noise",  # spread of the step-to-step loss changes over the recent window
-    "grad_cosine",  # mean cosine of successive gradients in the block
-    "grad_projection",  # mean (g_t . g_{t-1}) / |g_{t-1}|^2: ~1 step too small, <0 overshoot
+    "grad_cosine",  # cosine of the block's last two gradients
+    "grad_projection",  # (g_t . g_{t-1}) / |g_{t-1}|^2 of those: ~1 step too small, <0 overshoot
     "grad_norm_change",  # relative change of the gradient norm since the previous decision
     "nonfinite",  # 1 if a loss or gradient in the block was NaN or infinite
 )
@@ -86,11 +91,13 @@ class FeatureTracker:
     controller decides; `observation()` closes the current block of steps.
 
     Args:
+        interval: steps per decision (k); the gradient alignment is measured between the last
+            two steps before each decision.
         history: number of past decisions kept for the loss rank feature (M in Hansen's paper).
         noise_window: number of past steps over which the loss noise is measured.
 
     Example:
-        >>> tracker = FeatureTracker()
+        >>> tracker = FeatureTracker(interval=5)
         >>> for _ in range(5):
         ...     loss = model_loss(); loss.backward(); optimizer.step()
         ...     tracker.update(loss.item(), [p.grad for p in model.parameters()])
@@ -101,19 +108,25 @@ class FeatureTracker:
     version = FEATURE_VERSION
     names = FEATURE_NAMES
 
-    def __init__(self, history: int = 5, noise_window: int = 10) -> None:
+    def __init__(self, interval: int = 1, history: int = 5, noise_window: int = 10) -> None:
+        if interval < 1:
+            raise ValueError(f"interval must be >= 1, got {interval}")
         if history < 1:
             raise ValueError(f"history must be >= 1, got {history}")
         if noise_window < 2:
             raise ValueError(f"noise_window must be >= 2, got {noise_window}")
+        self.interval = int(interval)
         self.history = history
         self.noise_window = noise_window
         self.reset()
 
     def reset(self) -> None:
         """Forget the run: the next update starts a new one."""
-        self._prev_grads: list[torch.Tensor | None] | None = None
+        self._prev_grads: list[torch.Tensor | None] | None = None  # kept for the next step
+        self._prev_versions: list[int] = []
         self._prev_grad_norm_sq = math.nan
+        self._copy_grads = False  # switched on once gradients turn out to be reused in place
+        self._buffers: list[torch.Tensor | None] = []  # owned copies, used in copy mode only
         self._last_loss = math.nan
         self._best_loss = math.inf
         self._decision_losses: deque[float] = deque(maxlen=self.history)
@@ -134,15 +147,20 @@ class FeatureTracker:
         """Record one optimizer step: its loss and the gradients it used."""
         loss = float(loss)
         grads = list(grads)
-        grad_norm_sq, grad_dot_prev = self._grad_products(grads)
+        position = len(self._block)  # steps already in this block
+        align = position + 1 >= self.interval  # the block's last step: measure alignment
+        keep = position + 2 >= self.interval  # the step before it: keep its gradient
+        grad_norm_sq, grad_dot_prev = self._grad_products(grads, align)
         finite = math.isfinite(loss) and math.isfinite(grad_norm_sq)
         stats = StepStats(
             loss=loss,
             grad_norm_sq=grad_norm_sq,
-            grad_dot_prev=grad_dot_prev,
-            prev_grad_norm_sq=self._prev_grad_norm_sq,
+            grad_dot_prev=grad_dot_prev if align else math.nan,
+            prev_grad_norm_sq=self._prev_grad_norm_sq if align else math.nan,
             finite=finite,
         )
+        self._prev_grads = None
+        self._prev_grad_norm_sq = math.nan
         if finite:
             if math.isfinite(self._last_loss):
                 self._step_changes.append(relative_change(loss, self._last_loss))
@@ -151,48 +169,59 @@ class FeatureTracker:
                 self._block_start_grad_norm = math.sqrt(grad_norm_sq)
             self._best_loss = min(self._best_loss, loss)
             self._last_loss = loss
-            self._prev_grad_norm_sq = grad_norm_sq
-            self._store_grads(grads)
+            if keep:
+                self._keep_grads(grads)
+                self._prev_grad_norm_sq = grad_norm_sq
         self._block.append(stats)
         self.steps += 1
         return stats
 
-    def _grad_products(self, grads: list[torch.Tensor | None]) -> tuple[float, float]:
-        """|g|^2 and g . g_prev with one reduction per tensor and a single host sync."""
+    def _grad_products(self, grads: list[torch.Tensor | None], align: bool) -> tuple[float, float]:
+        """|g|^2, and g . g_prev when `align`, with one reduction per tensor and one host sync."""
         norm_terms, dot_terms = [], []
-        prev = self._prev_grads
+        prev = self._usable_prev_grads(len(grads)) if align else None
         for i, g in enumerate(grads):
             if g is None:
                 continue
             flat = _flat(g)
             norm_terms.append(torch.dot(flat, flat))
-            if prev is not None and i < len(prev) and prev[i] is not None:
-                if prev[i].shape == flat.shape and prev[i].dtype == flat.dtype:
-                    dot_terms.append(torch.dot(flat, prev[i]))
+            p = prev[i] if prev is not None else None
+            if p is not None and p.shape == flat.shape and p.dtype == flat.dtype:
+                dot_terms.append(torch.dot(flat, p))
         if not norm_terms:
             return 0.0, math.nan
-        device = norm_terms[0].device
-        norm = torch.stack([t.to(device, torch.float64) for t in norm_terms]).sum()
-        if not dot_terms:
-            return float(norm), math.nan
-        dot = torch.stack([t.to(device, torch.float64) for t in dot_terms]).sum()
-        norm_value, dot_value = torch.stack([norm, dot]).tolist()
-        return norm_value, dot_value
+        sums = [_total(norm_terms)] + ([_total(dot_terms)] if dot_terms else [])
+        values = torch.stack(sums).tolist()  # the one host sync of the step
+        return values[0], (values[1] if dot_terms else math.nan)
 
-    def _store_grads(self, grads: list[torch.Tensor | None]) -> None:
+    def _usable_prev_grads(self, count: int) -> list[torch.Tensor | None] | None:
+        """The kept gradients, or None if the loop has overwritten them in place since."""
         prev = self._prev_grads
-        if prev is None or len(prev) != len(grads):
-            prev = [None] * len(grads)
+        if prev is None or len(prev) != count:
+            return None
+        for p, version in zip(prev, self._prev_versions, strict=True):
+            if p is not None and p._version != version:
+                self._copy_grads = True
+                return None
+        return prev
+
+    def _keep_grads(self, grads: list[torch.Tensor | None]) -> None:
+        if self._copy_grads and len(self._buffers) != len(grads):
+            self._buffers = [None] * len(grads)
+        kept: list[torch.Tensor | None] = []
         for i, g in enumerate(grads):
             if g is None:
-                prev[i] = None
+                kept.append(None)
                 continue
             flat = _flat(g)
-            if prev[i] is None or prev[i].shape != flat.shape or prev[i].dtype != flat.dtype:
-                prev[i] = flat.clone()
-            else:
-                prev[i].copy_(flat)
-        self._prev_grads = prev
+            if self._copy_grads:
+                buffer = self._buffers[i]
+                if buffer is None or buffer.shape != flat.shape or buffer.dtype != flat.dtype:
+                    buffer = self._buffers[i] = torch.empty_like(flat)
+                flat = buffer.copy_(flat)
+            kept.append(flat)
+        self._prev_grads = kept
+        self._prev_versions = [0 if p is None else p._version for p in kept]
 
     # ------------------------------------------------------------------ per decision
     def observation(self) -> np.ndarray:
@@ -252,6 +281,8 @@ class FeatureTracker:
         """Everything needed to continue the same feature stream, tensors included."""
         return {
             "version": self.version,
+            "interval": self.interval,
+            "copy_grads": self._copy_grads,
             "history": self.history,
             "noise_window": self.noise_window,
             "prev_grads": None if self._prev_grads is None else list(self._prev_grads),
@@ -273,12 +304,15 @@ class FeatureTracker:
                 f"feature state has version {state.get('version')!r}, this tracker computes "
                 f"version {self.version}"
             )
+        self.interval = int(state["interval"])
         self.history = int(state["history"])
         self.noise_window = int(state["noise_window"])
         self.reset()
+        self._copy_grads = bool(state["copy_grads"])
         prev = state["prev_grads"]
         if prev is not None:
             self._prev_grads = [None if g is None else g.clone() for g in prev]
+            self._prev_versions = [0 if g is None else g._version for g in self._prev_grads]
         self._prev_grad_norm_sq = float(state["prev_grad_norm_sq"])
         self._last_loss = float(state["last_loss"])
         self._best_loss = float(state["best_loss"])
@@ -290,6 +324,14 @@ class FeatureTracker:
         self._block_start_grad_norm = float(state["block_start_grad_norm"])
         self._block = [StepStats(**s) for s in state["block"]]
         self.steps = int(state["steps"])
+
+
+def _total(terms: list[torch.Tensor]) -> torch.Tensor:
+    """Sum of 0-dim tensors in double precision, on the first one's device."""
+    device = terms[0].device
+    if any(t.device != device for t in terms):  # parameters spread over several devices
+        terms = [t.to(device) for t in terms]
+    return torch.stack(terms).double().sum()
 
 
 def _mean(values: list[float]) -> float:

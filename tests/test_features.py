@@ -17,7 +17,7 @@ def _sgd_features(scale: float, lr: float, copies: int = 1, steps: int = 30, k: 
     lam = torch.logspace(-2, 0, 8, dtype=torch.float64).repeat(copies)
     x = torch.linspace(-1, 1, 8, dtype=torch.float64).repeat(copies).requires_grad_()
     opt = torch.optim.SGD([x], lr=lr)
-    tracker = FeatureTracker()
+    tracker = FeatureTracker(interval=k)
     observations = []
     for step in range(1, steps + 1):
         opt.zero_grad()
@@ -92,9 +92,9 @@ def test_state_dict_round_trip_continues_identically():
                 out.append(tracker.observation())
         return np.array(out)
 
-    reference = FeatureTracker()
+    reference = FeatureTracker(interval=3)
     feed(reference, 0, 7)
-    restored = FeatureTracker()
+    restored = FeatureTracker(interval=3)
     restored.load_state_dict(reference.state_dict())
     np.testing.assert_array_equal(feed(restored, 7, 12), feed(reference, 7, 12))
 
@@ -138,3 +138,34 @@ def test_observation_always_finite_and_in_bounds(losses, grad_scales, k):
             assert obs.dtype == np.float32
             assert np.all(np.isfinite(obs))
             assert np.all(obs >= -1.0) and np.all(obs <= 1.0)
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_gradients_reused_in_place_are_detected_and_copied(set_to_none):
+    """zero_grad(set_to_none=False) overwrites last step's gradient; the tracker must notice."""
+
+    def run(set_to_none):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(6, 1)
+        x, y = torch.randn(32, 6), torch.randn(32, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        tracker = FeatureTracker(interval=2)
+        out = []
+        for step in range(1, 13):
+            opt.zero_grad(set_to_none=set_to_none)
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            tracker.update(loss.item(), [p.grad for p in model.parameters()])
+            if step % 2 == 0:
+                out.append(tracker.observation())
+        return np.array(out), tracker
+
+    reference, ref_tracker = run(True)
+    observed, tracker = run(set_to_none)
+    assert tracker._copy_grads is (not set_to_none)
+    assert not ref_tracker._copy_grads
+    # In place, the first alignment is lost (detected, not misread); after that all agree.
+    np.testing.assert_allclose(observed[1:], reference[1:], atol=1e-6)
+    cos = FEATURE_NAMES.index("grad_cosine")
+    assert observed[0, cos] == (reference[0, cos] if set_to_none else 0.0)
