@@ -1,0 +1,1 @@
+"""Training, evaluation and the command line of qlr (needs the ``train`` extra)."""

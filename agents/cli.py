@@ -1,0 +1,50 @@
+"""The ``qlr`` command line: ``qlr train | evaluate | compare | export | demo``.
+
+Each subcommand lives in its own module with two functions, ``configure(parser)`` and
+``run(args) -> int``. Modules import their heavy dependencies inside ``run`` so that
+``qlr --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("qlr.agents.train", "train a DQN learning-rate controller from a config"),
+    "evaluate": (
+        "qlr.agents.evaluate",
+        "score a policy on held-out problems",
+    ),
+    "compare": ("qlr.agents.compare", "run a benchmark suite of methods x problems x seeds"),
+    "export": ("qlr.agents.export", "write a run's Q-network to a deployable policy file"),
+    "demo": ("qlr.agents.demo", "a short demonstration on bundled data"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qlr", description="Learning-rate controllers learned with deep Q-learning."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue  # a subcommand whose module is not part of this version
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.configure(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

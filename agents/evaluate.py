@@ -1,0 +1,280 @@
+"""Score a policy on held-out problems against constant learning rates (``qlr evaluate``).
+
+For every held-out instance and inner optimizer the policy starts from several initial learning
+rates spread over orders of magnitude and runs as `QLRScheduler` (the deployment path) for a
+fixed budget of gradient evaluations. It is compared with
+
+* the constant rate it starts from (what a user gets without any schedule), and
+* the oracle constant: the best final loss over a grid of constant rates, chosen in hindsight
+  per instance and optimizer. It is a reference line, not a method anyone could run.
+
+The main score is the median of log10(final loss / oracle final loss): 0 means as good as the
+best constant rate in hindsight, negative means better.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_SEED = 1_000_003  # held-out instance seeds start here; training never uses seeds this high
+
+
+@dataclass
+class EvalConfig:
+    """What a held-out evaluation covers."""
+
+    distribution: str = "test"
+    """Named problem distribution; every family in it is evaluated."""
+    instances: int = 2
+    """Instances per family."""
+    optimizers: tuple[str, ...] = ("sgd", "momentum", "adam")
+    """Inner optimizers."""
+    initial_lrs: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+    """Starting rates of the policy runs (five orders of magnitude)."""
+    oracle_grid: tuple[float, ...] = tuple(float(x) for x in np.logspace(-6, 1, 15))
+    """Constant rates the oracle chooses from (half-decade steps)."""
+    steps: int = 300
+    """Gradient evaluations per run."""
+    seed: int = DEFAULT_SEED
+    """Seed of the first held-out instance."""
+    families: tuple[str, ...] | None = None
+    """Restrict to these families of the distribution (default: all)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One inner run, picklable so that worker processes can execute it."""
+
+    family: str
+    family_kwargs: tuple  # sorted (key, value) items
+    instance_seed: int
+    optimizer: str
+    lr: float
+    steps: int
+    method: str  # "constant" or "policy:<path or name>"
+
+
+@dataclass
+class EvalReport:
+    """Per-run rows and the summary scores."""
+
+    config: dict
+    rows: list[dict] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def instances(config: EvalConfig) -> list[tuple[str, dict, int]]:
+    """(family, sampling kwargs, seed) for every held-out instance of the evaluation."""
+    from qlr.envs.distributions import make_distribution
+
+    dist = make_distribution(config.distribution)
+    families = config.families or tuple(dist.families)
+    unknown = [f for f in families if f not in dist.families]
+    if unknown:
+        raise ValueError(
+            f"families {unknown} are not in distribution {config.distribution!r}: "
+            f"{sorted(dist.families)}"
+        )
+    out = []
+    for f_index, family in enumerate(families):
+        kwargs = dist.families[family][1]
+        for i in range(config.instances):
+            out.append((family, kwargs, config.seed + 1000 * f_index + i))
+    return out
+
+
+def build_problem(family: str, kwargs: dict, seed: int):
+    """The held-out instance `seed` of `family`, identical every time it is built."""
+    from qlr.envs.distributions import ProblemDistribution
+
+    return ProblemDistribution({family: (1.0, kwargs)}).sample(np.random.default_rng(seed))
+
+
+def execute(spec: RunSpec) -> dict:
+    """Run one spec and return its row (module level, so worker processes can call it)."""
+    import torch
+
+    from qlr.envs.optimizers import make_optimizer
+    from qlr.envs.run import run_inner
+    from qlr.scheduler import QLRScheduler
+
+    torch.set_num_threads(1)
+    problem = build_problem(spec.family, dict(spec.family_kwargs), spec.instance_seed)
+    optimizer = make_optimizer(spec.optimizer, problem.params, spec.lr)
+    hook = None
+    if spec.method.startswith("policy:"):
+        scheduler = QLRScheduler(optimizer, policy=spec.method.split(":", 1)[1])
+        hook = scheduler.step
+    elif spec.method != "constant":
+        raise ValueError(f"unknown method {spec.method!r}")
+    result = run_inner(problem, optimizer, spec.steps, after_step=hook, record=False)
+    return {
+        "family": spec.family,
+        "instance": spec.instance_seed,
+        "optimizer": spec.optimizer,
+        "lr": spec.lr,
+        "method": "policy" if hook is not None else "constant",
+        "initial_loss": result.initial_loss,
+        "final_loss": result.final_loss,
+        "diverged": result.diverged,
+        "grad_evals": result.grad_evals,
+        "wall_time": result.wall_time,
+    }
+
+
+def run_specs(specs: Sequence[RunSpec], jobs: int = 1) -> list[dict]:
+    """Execute specs, in `jobs` worker processes when more than one."""
+    if jobs <= 1:
+        return [execute(s) for s in specs]
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(jobs) as pool:
+        return pool.map(execute, specs, chunksize=max(1, len(specs) // (8 * jobs)))
+
+
+def oracle_specs(config: EvalConfig) -> list[RunSpec]:
+    return _specs(config, config.oracle_grid, "constant")
+
+
+def policy_specs(config: EvalConfig, policy: str) -> list[RunSpec]:
+    return _specs(config, config.initial_lrs, f"policy:{policy}") + _specs(
+        config, config.initial_lrs, "constant"
+    )
+
+
+def _specs(config: EvalConfig, lrs: Iterable[float], method: str) -> list[RunSpec]:
+    return [
+        RunSpec(family, tuple(sorted(kwargs.items())), seed, opt, float(lr), config.steps, method)
+        for family, kwargs, seed in instances(config)
+        for opt in config.optimizers
+        for lr in lrs
+    ]
+
+
+def summarize(policy_rows: list[dict], oracle_rows: list[dict]) -> dict[str, Any]:
+    """Median log10 ratios against the oracle and the starting constant, per family and overall."""
+    oracle: dict[tuple, float] = defaultdict(lambda: math.inf)
+    start: dict[tuple, float] = {}
+    for row in oracle_rows + policy_rows:
+        if row["method"] == "constant":
+            key = (row["family"], row["instance"], row["optimizer"])
+            oracle[key] = min(oracle[key], row["final_loss"])
+            start[(*key, row["lr"])] = row["final_loss"]
+    per_family: dict[str, list[tuple[float, float, bool]]] = defaultdict(list)
+    for row in policy_rows:
+        if row["method"] != "policy":
+            continue
+        key = (row["family"], row["instance"], row["optimizer"])
+        floor = 1e-12 * abs(row["initial_loss"]) + 1e-30
+        final = row["final_loss"]
+        vs_oracle = _log10_ratio(final, oracle[key], floor)
+        vs_start = _log10_ratio(final, start.get((*key, row["lr"]), math.inf), floor)
+        per_family[row["family"]].append((vs_oracle, vs_start, row["diverged"]))
+    everything = [r for rows in per_family.values() for r in rows]
+    summary = {"overall": _score(everything)}
+    summary["families"] = {f: _score(rows) for f, rows in sorted(per_family.items())}
+    return summary
+
+
+def _log10_ratio(a: float, b: float, floor: float) -> float:
+    """log10(a / b) with both floored; a divergence (inf) against a finite b counts as +12."""
+    if not math.isfinite(a) and not math.isfinite(b):
+        return 0.0
+    a = min(max(a, floor), 1e300)
+    b = min(max(b, floor), 1e300)
+    return float(np.clip(math.log10(a / b), -12, 12))
+
+
+def _score(rows: list[tuple[float, float, bool]]) -> dict[str, float]:
+    if not rows:
+        return {}
+    vs_oracle = np.array([r[0] for r in rows])
+    vs_start = np.array([r[1] for r in rows])
+    return {
+        "runs": len(rows),
+        "median_log10_vs_oracle": float(np.median(vs_oracle)),
+        "within_2x_of_oracle": float(np.mean(vs_oracle <= math.log10(2))),
+        "median_log10_vs_start": float(np.median(vs_start)),
+        "beats_start_rate": float(np.mean(vs_start < 0)),
+        "divergences": int(sum(r[2] for r in rows)),
+    }
+
+
+def evaluate_policy(
+    policy: str | os.PathLike,
+    config: EvalConfig | None = None,
+    jobs: int = 1,
+    oracle_rows: list[dict] | None = None,
+) -> EvalReport:
+    """Score `policy` (a file path or ``"default"``) on the held-out instances of `config`.
+
+    `oracle_rows` may be passed in to reuse the constant-grid runs, which do not depend on the
+    policy (the training callback computes them once).
+    """
+    config = config or EvalConfig()
+    policy = os.fspath(policy)
+    if oracle_rows is None:
+        oracle_rows = run_specs(oracle_specs(config), jobs)
+    rows = run_specs(policy_specs(config, policy), jobs)
+    report = EvalReport(config=asdict(config), rows=rows + oracle_rows)
+    report.summary = summarize(rows, oracle_rows)
+    return report
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The summary as a Markdown table, one line per family."""
+    head = (
+        "| family | runs | median log10(final/oracle) | within 2x of oracle | "
+        "median log10(final/start const) | beats start const | divergences |"
+    )
+    lines = [head, "|" + "---|" * 7]
+    items = [*summary["families"].items(), ("**all**", summary["overall"])]
+    for name, s in items:
+        lines.append(
+            f"| {name} | {s['runs']} | {s['median_log10_vs_oracle']:+.2f} | "
+            f"{s['within_2x_of_oracle']:.0%} | {s['median_log10_vs_start']:+.2f} | "
+            f"{s['beats_start_rate']:.0%} | {s['divergences']} |"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- CLI
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("policy", help='a policy file, or "default" for the shipped one')
+    parser.add_argument("--distribution", default=EvalConfig.distribution)
+    parser.add_argument("--instances", type=int, default=EvalConfig.instances)
+    parser.add_argument("--steps", type=int, default=EvalConfig.steps)
+    parser.add_argument("--optimizers", nargs="+", default=list(EvalConfig.optimizers))
+    parser.add_argument("--families", nargs="+", default=None)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = EvalConfig(
+        distribution=args.distribution,
+        instances=args.instances,
+        optimizers=tuple(args.optimizers),
+        steps=args.steps,
+        seed=args.seed,
+        families=tuple(args.families) if args.families else None,
+    )
+    report = evaluate_policy(args.policy, config, jobs=args.jobs)
+    print(format_summary(report.summary))
+    if args.out is not None:
+        from qlr.policy import atomic_write_bytes
+
+        atomic_write_bytes(args.out, json.dumps(asdict(report), indent=1).encode())
+        print(f"report written to {args.out}")
+    return 0
