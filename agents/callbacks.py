@@ -197,7 +197,7 @@ class RolloutStatsCallback(BaseCallback):
         if info.get("diverged"):
             self._diverged += 1
             return
-        loss, initial = info.get("loss"), info.get("initial_loss")
+        loss, initial = info.get("objective"), info.get("initial_loss")  # full objectives
         if loss is not None and initial and math.isfinite(loss) and math.isfinite(initial):
             self._ratios.append(float(loss) / float(initial))
 

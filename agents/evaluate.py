@@ -102,13 +102,11 @@ def build_problem(family: str, kwargs: dict, seed: int):
 
 def execute(spec: RunSpec) -> dict:
     """Run one spec and return its row (module level, so worker processes can call it)."""
-    import torch
 
     from qlr.envs.optimizers import make_optimizer
     from qlr.envs.run import run_inner
     from qlr.scheduler import QLRScheduler
 
-    torch.set_num_threads(1)
     problem = build_problem(spec.family, dict(spec.family_kwargs), spec.instance_seed)
     optimizer = make_optimizer(spec.optimizer, problem.params, spec.lr)
     hook = None
@@ -138,8 +136,15 @@ def run_specs(specs: Sequence[RunSpec], jobs: int = 1) -> list[dict]:
         return [execute(s) for s in specs]
     import multiprocessing as mp
 
-    with mp.get_context("spawn").Pool(jobs) as pool:
+    with mp.get_context("spawn").Pool(jobs, initializer=_single_thread) as pool:
         return pool.map(execute, specs, chunksize=max(1, len(specs) // (8 * jobs)))
+
+
+def _single_thread() -> None:
+    """Worker processes share the cores: one torch thread each avoids oversubscription."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def oracle_specs(config: EvalConfig) -> list[RunSpec]:

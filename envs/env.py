@@ -203,6 +203,7 @@ class LearningRateEnv(gym.Env):
         obs = self.controller.observe()
         if diverged:
             reward = -self.divergence_penalty
+            self._reward_loss = math.inf
         else:
             new_loss = self._objective()
             floor = 1e-12 * self.initial_loss
@@ -250,6 +251,7 @@ class LearningRateEnv(gym.Env):
             "lr": reference_lr(self.optimizer),
             "loss": self._loss,
             "initial_loss": self.initial_loss,
+            "objective": self._reward_loss,  # full objective at the last decision
             "grad_evals": problem.grad_evals,
             "func_evals": problem.func_evals,
             "examples_seen": problem.examples_seen,

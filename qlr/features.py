@@ -9,13 +9,18 @@ parameters, so one controller transfers across problems: losses enter only as re
 gradients only through cosines and ratios of inner products. No feature depends on the absolute
 learning rate, the step count or the total number of steps, since deployment rarely knows them.
 
-Cost: one O(parameters) reduction per optimizer step (|g|^2, which also tells whether the
-gradient is finite) and one more per decision (g . g_prev between the last two steps of the
-block). The only parameter-sized memory is that previous gradient, and usually not even a copy:
-a loop that sets gradients to None between steps (torch's default ``zero_grad``) leaves the old
-gradient tensors untouched, so the tracker keeps references to them. If gradients are reused in
-place (``zero_grad(set_to_none=False)``), their version counter shows it, and from then on the
-tracker copies them into a buffer of its own.
+Cost: gradients are read on two steps per decision, the block's last two (|g|^2 on both, and
+g . g_prev between them); every other step only records the loss. The only parameter-sized memory
+is the one gradient kept between those two steps. On the CPU it is copied into a buffer the
+tracker owns: keeping a reference instead would hold a freed gradient alive past ``zero_grad``,
+and the C allocator then hands the next backward pass fresh pages to fault in, which costs far more
+than the copy. On accelerators, whose caching allocators keep freed memory, the tracker keeps a
+reference when the loop sets gradients to None (torch's default ``zero_grad``); if gradients are
+reused in place (``zero_grad(set_to_none=False)``), their version counter shows it, and from then
+on it copies them too.
+
+A non-finite gradient is therefore seen on the steps that read gradients; on the others it shows
+up one step later, in the loss of the parameters it has corrupted.
 """
 
 from __future__ import annotations
@@ -116,6 +121,7 @@ class FeatureTracker:
         if noise_window < 2:
             raise ValueError(f"noise_window must be >= 2, got {noise_window}")
         self.interval = int(interval)
+        self._copy_on_cpu = True  # see the module docstring; tests switch it off
         self.history = history
         self.noise_window = noise_window
         self.reset()
@@ -148,10 +154,17 @@ class FeatureTracker:
         loss = float(loss)
         grads = list(grads)
         position = len(self._block)  # steps already in this block
-        align = position + 1 >= self.interval  # the block's last step: measure alignment
-        keep = position + 2 >= self.interval  # the step before it: keep its gradient
-        grad_norm_sq, grad_dot_prev = self._grad_products(grads, align)
-        finite = math.isfinite(loss) and math.isfinite(grad_norm_sq)
+        interval = self.interval
+        # Gradients are read only where a feature needs them: the block's last step (alignment
+        # with the step before, gradient norm), that step before, and the run's first step (the
+        # first block's reference norm). Other steps cost nothing but the loss.
+        align = position + 1 >= interval
+        keep = position + 2 == interval or interval == 1 or position + 1 > interval
+        measure = align or keep or (position == 0 and not self._decision_losses)
+        grad_norm_sq, grad_dot_prev = math.nan, math.nan
+        if measure:
+            grad_norm_sq, grad_dot_prev = self._grad_products(grads, align)
+        finite = math.isfinite(loss) and (not measure or math.isfinite(grad_norm_sq))
         stats = StepStats(
             loss=loss,
             grad_norm_sq=grad_norm_sq,
@@ -206,7 +219,7 @@ class FeatureTracker:
         return prev
 
     def _keep_grads(self, grads: list[torch.Tensor | None]) -> None:
-        if self._copy_grads and len(self._buffers) != len(grads):
+        if len(self._buffers) != len(grads):
             self._buffers = [None] * len(grads)
         kept: list[torch.Tensor | None] = []
         for i, g in enumerate(grads):
@@ -214,7 +227,7 @@ class FeatureTracker:
                 kept.append(None)
                 continue
             flat = _flat(g)
-            if self._copy_grads:
+            if self._copy_grads or (flat.device.type == "cpu" and self._copy_on_cpu):
                 buffer = self._buffers[i]
                 if buffer is None or buffer.shape != flat.shape or buffer.dtype != flat.dtype:
                     buffer = self._buffers[i] = torch.empty_like(flat)

@@ -93,6 +93,7 @@ class QLRScheduler:
         self.last_observation: np.ndarray | None = None  # what the policy saw at its last decision
         self._last_scale = self._scaler_scale()
         self._warned_nonfinite = False
+        self._warned_bad_lr = False
         self._last_lr = self._group_lrs()
 
     # ------------------------------------------------------------------ the loop
@@ -133,8 +134,7 @@ class QLRScheduler:
         q_values = self.policy.q_values(obs)
         action = int(q_values.argmax())
         self.last_observation = obs
-        lr = reference_lr(self.optimizer)
-        self._apply_factor(self.controller.next_lr(lr, action) / lr)
+        self._apply_factor(self.controller.action_factors[action])
         self.last_action = action
         self.decisions += 1
         if self.writer is not None:
@@ -144,9 +144,16 @@ class QLRScheduler:
                 self.writer.add_scalar(f"qlr/q_value/{i}", float(q), self.steps)
 
     def _apply_factor(self, factor: float) -> None:
+        """Multiply the rate by `factor`, within the bounds; never fails in the user's loop."""
         lr = reference_lr(self.optimizer)
-        target = self.controller.clamp(lr * factor)
-        scale_lr(self.optimizer, target / lr)
+        if not (math.isfinite(lr) and lr > 0):
+            # Something else (a warmup, another scheduler) set the rate to zero or worse: a
+            # factor cannot move it, and dividing by it must not crash the user's loop.
+            if not self._warned_bad_lr:
+                logger.warning("qlr: learning rate is %r, left as it is; qlr only scales it", lr)
+                self._warned_bad_lr = True
+            return
+        scale_lr(self.optimizer, self.controller.clamp(lr * factor) / lr)
 
     def _scaler_scale(self) -> float | None:
         if self.scaler is None or not self.scaler.is_enabled():

@@ -140,32 +140,38 @@ def test_observation_always_finite_and_in_bounds(losses, grad_scales, k):
             assert np.all(obs >= -1.0) and np.all(obs <= 1.0)
 
 
+def _linear_run(set_to_none: bool, copy_on_cpu: bool, steps: int = 12, k: int = 2):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 1)
+    x, y = torch.randn(32, 6), torch.randn(32, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tracker = FeatureTracker(interval=k)
+    tracker._copy_on_cpu = copy_on_cpu
+    out = []
+    for step in range(1, steps + 1):
+        opt.zero_grad(set_to_none=set_to_none)
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        tracker.update(loss.item(), [p.grad for p in model.parameters()])
+        if step % k == 0:
+            out.append(tracker.observation())
+    return np.array(out), tracker
+
+
 @pytest.mark.parametrize("set_to_none", [True, False])
-def test_gradients_reused_in_place_are_detected_and_copied(set_to_none):
-    """zero_grad(set_to_none=False) overwrites last step's gradient; the tracker must notice."""
+def test_cpu_copies_give_the_same_features_however_grads_are_zeroed(set_to_none):
+    reference, _ = _linear_run(True, copy_on_cpu=False)
+    observed, _ = _linear_run(set_to_none, copy_on_cpu=True)
+    np.testing.assert_allclose(observed, reference, atol=1e-6)
 
-    def run(set_to_none):
-        torch.manual_seed(0)
-        model = torch.nn.Linear(6, 1)
-        x, y = torch.randn(32, 6), torch.randn(32, 1)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        tracker = FeatureTracker(interval=2)
-        out = []
-        for step in range(1, 13):
-            opt.zero_grad(set_to_none=set_to_none)
-            loss = torch.nn.functional.mse_loss(model(x), y)
-            loss.backward()
-            opt.step()
-            tracker.update(loss.item(), [p.grad for p in model.parameters()])
-            if step % 2 == 0:
-                out.append(tracker.observation())
-        return np.array(out), tracker
 
-    reference, ref_tracker = run(True)
-    observed, tracker = run(set_to_none)
-    assert tracker._copy_grads is (not set_to_none)
-    assert not ref_tracker._copy_grads
-    # In place, the first alignment is lost (detected, not misread); after that all agree.
+def test_gradients_reused_in_place_are_detected_when_kept_by_reference():
+    """zero_grad(set_to_none=False) overwrites a kept gradient; the version counter shows it."""
+    reference, ref_tracker = _linear_run(True, copy_on_cpu=False)
+    observed, tracker = _linear_run(False, copy_on_cpu=False)
+    assert tracker._copy_grads and not ref_tracker._copy_grads
+    # The first alignment is lost (detected, not misread); after that all agree.
     np.testing.assert_allclose(observed[1:], reference[1:], atol=1e-6)
     cos = FEATURE_NAMES.index("grad_cosine")
-    assert observed[0, cos] == (reference[0, cos] if set_to_none else 0.0)
+    assert observed[0, cos] == 0.0 and reference[0, cos] != 0.0

@@ -269,3 +269,14 @@ def test_tensorboard_writer_receives_decisions(make_policy, tmp_path):
     tags = acc.Tags()["scalars"]
     assert {"qlr/lr", "qlr/action", "qlr/q_value/0"} <= set(tags)
     assert len(acc.Scalars("qlr/lr")) == 3
+
+
+def test_a_rate_set_to_zero_elsewhere_does_not_crash_the_loop(make_policy, caplog):
+    model, x, y = regression()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    sched = QLRScheduler(opt, policy=make_policy(favour=2, interval=1))
+    opt.param_groups[0]["lr"] = 0.0  # e.g. a warmup scheduler running beside qlr
+    with caplog.at_level(logging.WARNING, logger="qlr"):
+        train(model, x, y, opt, sched, 3)
+    assert opt.param_groups[0]["lr"] == 0.0
+    assert len([r for r in caplog.records if "learning rate is" in r.message]) == 1
