@@ -95,7 +95,9 @@ def test_every_torch_optimizer_trains_with_the_default_policy(name):
     opt = OPTIMIZERS[name](model.parameters())
     sched = QLRScheduler(opt)
     start = torch.nn.functional.mse_loss(model(x), y).item()
-    train(model, x, y, opt, sched, 60)
+    # 200 steps: the default policy raises the rate until the loss spikes, then backs off, so
+    # a short run can end on a spike (see the README's figures); over 200 steps it has settled.
+    train(model, x, y, opt, sched, 200)
     end = torch.nn.functional.mse_loss(model(x), y).item()
     assert sched.decisions > 0 and math.isfinite(end)
     assert end < start
