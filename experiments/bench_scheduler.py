@@ -270,10 +270,11 @@ def markdown(
         )
     lines += [
         "",
-        "With `set_to_none=True` the tracker holds the previous gradient by reference, and it "
-        "outlives the loop's `zero_grad` only near the end of each decision interval; with "
-        "`set_to_none=False` the loop overwrites gradients in place, so once the tracker has "
-        "seen that it copies them into a buffer of its own and keeps it.",
+        "On the CPU the tracker copies the one gradient it keeps (the second-to-last of each "
+        "decision interval) into a buffer of its own, allocated once, whichever way the loop "
+        "zeroes gradients: holding the freed gradient by reference instead made the C allocator "
+        "fault fresh pages into the next backward pass. On accelerators it keeps a reference "
+        "when gradients are set to None.",
         "",
     ]
     return "\n".join(lines)
