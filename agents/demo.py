@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qlr.agents.figures import save_figure
+
 METHODS = ("constant", "cosine", "qlr")
 # What a user typically starts with: torch's examples use 0.01 for SGD, Adam's paper 1e-3.
 DEFAULT_RATES = {"sgd": 0.01, "adam": 1e-3}
@@ -171,6 +173,6 @@ def _plot(results: list[DemoRun], path: Path) -> Path:
     ax_loss.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return path

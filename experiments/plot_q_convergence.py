@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qlr.agents.figures import save_figure
+
 CHOSEN_TAG = "train/q_chosen"
 _ACTION_TAG = re.compile(r"^train/q_mean/(\d+)$")
 
@@ -100,7 +102,7 @@ def plot(run_dir: Path, out: Path) -> Path:
     ax_actions.legend(title="learning-rate factor")
     fig.suptitle(f"Q-value convergence on a fixed batch of replay states: {run_dir.name}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out, dpi=120)
     plt.close(fig)
     return out
 
