@@ -53,7 +53,7 @@ from qlr.agents import linesearch
 from qlr.agents.linesearch import Budget, MethodResult, examples_per_eval
 from qlr.control import reference_lr, scale_lr
 from qlr.envs.optimizers import make_optimizer
-from qlr.envs.problems import Problem, VectorProblem
+from qlr.envs.problems import DataProblem, Problem, VectorProblem
 from qlr.envs.run import run_inner
 
 __all__ = [
@@ -412,17 +412,10 @@ GRADUATED_STAGES = 5
 
 
 def set_batch_size(problem: Problem, batch_size: int) -> None:
-    """Change the minibatch size of a live minibatch data problem (from its next batch on).
-
-    `DataProblem` has no public setter; this writes both its ``batch_size`` and that of its
-    `Minibatcher`, which takes effect at the next draw.
-    """
-    batches = getattr(problem, "_batches", None)
-    if batches is None:
+    """Change the minibatch size of a live minibatch data problem (from its next batch on)."""
+    if not isinstance(problem, DataProblem):
         raise ValueError(f"{problem.name} does not use minibatches")
-    size = int(min(max(1, batch_size), batches.n))
-    batches.batch_size = size
-    problem.batch_size = size
+    problem.set_batch_size(batch_size)
 
 
 def graduated_plan(
@@ -495,7 +488,7 @@ def _graduated(name: str) -> MethodFn:
 
 
 def _minibatch(problem: Problem, optimizer: str | None) -> str | None:
-    return None if getattr(problem, "_batches", None) is not None else "needs minibatches"
+    return None if problem.stochastic else "needs minibatches"
 
 
 # --------------------------------------------------------------------------- LR-free optimizers

@@ -537,7 +537,7 @@ def newton(
         f, g = evaluated
         if not math.isfinite(f):
             break
-        hessian = torch.autograd.functional.hessian(problem._value, x.detach())
+        hessian = torch.autograd.functional.hessian(problem.value_at, x.detach())
         hessians += 1
         d = newton_direction(hessian.double(), g.double()).to(x.dtype)
         slope = float(g.double().dot(d.double()))

@@ -143,6 +143,10 @@ class VectorProblem(Problem):
     def _value_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Return the scaled objective (0-dim tensor) and its gradient at ``x``."""
 
+    def value_at(self, x: Tensor) -> Tensor:
+        """The scaled objective at any point ``x`` (differentiable: used for exact Hessians)."""
+        return self._value(x)
+
     def _value(self, x: Tensor) -> Tensor:
         return self._value_and_grad(x)[0]
 
@@ -298,6 +302,18 @@ class DataProblem(Problem):
         if self.batch_size is not None:
             gen = torch.Generator().manual_seed(seed)
             self._batches = Minibatcher(n, self.batch_size, gen)
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """Change the minibatch size from the next draw on (a schedule that grows the batch).
+
+        Raises:
+            ValueError: the problem is full-batch.
+        """
+        if self._batches is None:
+            raise ValueError(f"{self.name} is full-batch: it has no minibatch size to change")
+        size = int(min(max(1, batch_size), self.n))
+        self._batches.batch_size = size
+        self.batch_size = size
 
     def _next_batch(self) -> Tensor | None:
         """Indices for the next gradient call, or None for the full data set."""

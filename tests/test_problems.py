@@ -481,3 +481,16 @@ def test_distributions_pickle_and_sample_deterministically(name):
     a = dist.sample(np.random.default_rng(11))
     b = DISTRIBUTIONS[name].sample(np.random.default_rng(11))
     assert a.info() == b.info() and torch.equal(flat_params(a), flat_params(b))
+
+
+def test_set_batch_size_changes_the_next_minibatches_only_on_minibatch_problems():
+    rng = np.random.default_rng(0)
+    problem = sample_logistic(rng, batch_size=16)
+    problem.loss_and_grad()
+    problem.set_batch_size(48)
+    before = problem.examples_seen
+    problem.loss_and_grad()
+    assert problem.batch_size == 48 and problem.examples_seen - before == 48
+    full = sample_logistic(np.random.default_rng(0), batch_size=None)
+    with pytest.raises(ValueError, match="full-batch"):
+        full.set_batch_size(8)
