@@ -32,3 +32,15 @@ def build_policy(
 def make_policy():
     """Factory fixture: make_policy(favour=2) always raises, make_policy(seed=3) is random."""
     return build_policy
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread():
+    """Every test runs torch on one thread."""
+    # Tiny tensors gain nothing from intra-op threads, and on a busy machine OpenMP workers
+    # make every matmul wait for a descheduled thread (measured: 20 small-MLP steps took
+    # 2 s with 2 threads under load, 10 ms with 1).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,18 +9,6 @@ import torch
 from qlr.envs.optimizers import OPTIMIZERS, make_optimizer
 from qlr.envs.problems import sample_mlp, sample_quadratic
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny tensors gain nothing from intra-op threads, and on a busy machine OpenMP workers
-    # make every matmul wait for a descheduled thread (measured: 20 small-MLP steps took
-    # 2 s with 2 threads under load, 10 ms with 1).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 EXPECTED_CLASSES = {
     "sgd": torch.optim.SGD,
     "momentum": torch.optim.SGD,

@@ -34,17 +34,6 @@ from qlr.envs.problems import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny tensors gain nothing from intra-op threads, and on a busy machine OpenMP workers
-    # make every matmul wait for a descheduled thread (measured: 20 small-MLP steps took
-    # 2 s with 2 threads under load, 10 ms with 1).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # Reference objectives written with plain torch ops so autograd can differentiate them.
 def ref_quadratic(p, x):
     r = x - p.x_star
