@@ -60,7 +60,12 @@ from qlr.agents.compare_report import (
     write_csv,
     write_tensorboard,
 )
-from qlr.agents.evaluate import DEFAULT_SEED, build_problem
+from qlr.agents.evaluate import (
+    DEFAULT_SEED,
+    build_problem,
+    log10_ratio,
+    single_thread_worker,
+)
 from qlr.policy import atomic_write_bytes
 
 if TYPE_CHECKING:  # the baselines load qlr.envs (gymnasium): only when a suite runs
@@ -68,7 +73,6 @@ if TYPE_CHECKING:  # the baselines load qlr.envs (gymnasium): only when a suite 
 
 SUITE_DIR = Path(__file__).resolve().parent.parent / "experiments" / "configs"
 COUNTS = ("grad", "grad+func", "both", "examples")
-MAX_LOG10 = 12.0  # scores are clipped to +-12 decades; a divergence scores +12
 STATUSES = ("ok", "diverged", "failed", "n/a")
 
 
@@ -406,7 +410,7 @@ def run_all(
         import multiprocessing as mp
 
         # spawn as in qlr evaluate: no forked torch state; one thread per worker process.
-        with mp.get_context("spawn").Pool(jobs, initializer=_single_thread) as pool:
+        with mp.get_context("spawn").Pool(jobs, initializer=single_thread_worker) as pool:
             chunk = max(1, len(specs) // (32 * jobs))
             # unordered, so one slow run does not hold the bar back; put back in order after
             done: dict[int, tuple[list[dict], dict | None]] = {}
@@ -422,13 +426,6 @@ def _execute_indexed(item: tuple[int, CompareSpec]) -> tuple[int, tuple[list[dic
     return item[0], execute(item[1])
 
 
-def _single_thread() -> None:
-    """Worker processes share the cores: one torch thread each avoids oversubscription."""
-    import torch
-
-    torch.set_num_threads(1)
-
-
 # --------------------------------------------------------------------------- scoring
 
 
@@ -438,13 +435,6 @@ def _key(row: dict) -> tuple:
 
 def _floor(row: dict) -> float:
     return 1e-12 * abs(row.get("initial_loss") or 0.0) + 1e-30
-
-
-def _log10_ratio(a: float, b: float, floor: float) -> float:
-    if not math.isfinite(a) and not math.isfinite(b):
-        return 0.0
-    a, b = min(max(a, floor), 1e300), min(max(b, floor), 1e300)
-    return float(np.clip(math.log10(a / b), -MAX_LOG10, MAX_LOG10))
 
 
 def score_rows(rows: list[dict], curves: list[dict | None], suite: Suite) -> None:
@@ -464,7 +454,7 @@ def score_rows(rows: list[dict], curves: list[dict | None], suite: Suite) -> Non
             best = oracle[(*_key(row), row["optimizer"])]
         floor = _floor(row)
         row["oracle_loss"] = best
-        row["log10_vs_oracle"] = _log10_ratio(row["final_loss"], best, floor)
+        row["log10_vs_oracle"] = log10_ratio(row["final_loss"], best, floor)
         target = suite.target_factor * max(best, floor)
         reached = _first_reached(row, curve, target)
         for unit in ("grad", "total", "examples"):

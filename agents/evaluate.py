@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+MAX_LOG10 = 12.0  # scores are clipped to +-12 decades; a divergence scores +12
 DEFAULT_SEED = 1_000_003  # held-out instance seeds start here; training never uses seeds this high
 
 
@@ -136,11 +137,11 @@ def run_specs(specs: Sequence[RunSpec], jobs: int = 1) -> list[dict]:
         return [execute(s) for s in specs]
     import multiprocessing as mp
 
-    with mp.get_context("spawn").Pool(jobs, initializer=_single_thread) as pool:
+    with mp.get_context("spawn").Pool(jobs, initializer=single_thread_worker) as pool:
         return pool.map(execute, specs, chunksize=max(1, len(specs) // (8 * jobs)))
 
 
-def _single_thread() -> None:
+def single_thread_worker() -> None:
     """Worker processes share the cores: one torch thread each avoids oversubscription."""
     import torch
 
@@ -182,8 +183,8 @@ def summarize(policy_rows: list[dict], oracle_rows: list[dict]) -> dict[str, Any
         key = (row["family"], row["instance"], row["optimizer"])
         floor = 1e-12 * abs(row["initial_loss"]) + 1e-30
         final = row["final_loss"]
-        vs_oracle = _log10_ratio(final, oracle[key], floor)
-        vs_start = _log10_ratio(final, start.get((*key, row["lr"]), math.inf), floor)
+        vs_oracle = log10_ratio(final, oracle[key], floor)
+        vs_start = log10_ratio(final, start.get((*key, row["lr"]), math.inf), floor)
         per_family[row["family"]].append((vs_oracle, vs_start, row["diverged"]))
     everything = [r for rows in per_family.values() for r in rows]
     summary = {"overall": _score(everything)}
@@ -191,13 +192,13 @@ def summarize(policy_rows: list[dict], oracle_rows: list[dict]) -> dict[str, Any
     return summary
 
 
-def _log10_ratio(a: float, b: float, floor: float) -> float:
+def log10_ratio(a: float, b: float, floor: float) -> float:
     """log10(a / b) with both floored; a divergence (inf) against a finite b counts as +12."""
     if not math.isfinite(a) and not math.isfinite(b):
         return 0.0
     a = min(max(a, floor), 1e300)
     b = min(max(b, floor), 1e300)
-    return float(np.clip(math.log10(a / b), -12, 12))
+    return float(np.clip(math.log10(a / b), -MAX_LOG10, MAX_LOG10))
 
 
 def _score(rows: list[tuple[float, float, bool]]) -> dict[str, float]:
