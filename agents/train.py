@@ -253,11 +253,19 @@ def _new_model(config: TrainConfig, run_dir: Path, venv: VecEnv) -> DQN:
     )
 
 
+def _remove_interrupted_writes(run_dir: Path) -> None:
+    """Delete the temporary files of saves a killed run never finished (never a real file)."""
+    for leftover in run_dir.rglob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
+    (run_dir / ".eval_policy.qlr").unlink(missing_ok=True)
+
+
 def _resume_model(config: TrainConfig, run_dir: Path, venv: VecEnv) -> DQN:
     from stable_baselines3 import DQN
 
     from qlr.agents.callbacks import latest_checkpoint
 
+    _remove_interrupted_writes(run_dir)
     checkpoint = latest_checkpoint(run_dir / "checkpoints")
     if checkpoint is None:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no complete checkpoint")
