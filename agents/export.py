@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from qlr.control import resolve_action_factors
-from qlr.features import FEATURE_VERSION, OBS_DIM
+from qlr.control import resolve_features
+from qlr.features import FEATURE_VERSION
 from qlr.policy import Policy, PolicyMetadata, config_hash, save_policy
 
 if TYPE_CHECKING:
@@ -99,8 +100,11 @@ def policy_from_model(
     interval = int(env["steps_per_decision"])
     layers, hidden, activation = q_network_layers(model.q_net)
     obs_dim, n_actions = int(layers[0][0].shape[1]), int(layers[-1][0].shape[0])
-    if obs_dim != OBS_DIM:
-        raise ValueError(f"the Q-network reads {obs_dim} features, qlr computes {OBS_DIM}")
+    features = resolve_features(env.get("features"))
+    if obs_dim != len(features):
+        raise ValueError(
+            f"the Q-network reads {obs_dim} features, the config selects {len(features)}"
+        )
     if n_actions != len(factors):
         raise ValueError(
             f"the Q-network has {n_actions} outputs but the config's action factors are "
@@ -112,6 +116,9 @@ def policy_from_model(
         hidden_sizes=hidden,
         activation=activation,
         feature_version=FEATURE_VERSION,
+        feature_names=features,
+        spike_factor=env.get("spike_factor"),
+        spike_cut=float(env.get("spike_cut", 0.5)),
         extra={
             "config_hash": config_hash(dict(train_config)),
             "train_config": dict(train_config),

@@ -10,11 +10,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from qlr.control import LRController, reference_lr, scale_lr
+from qlr.control import LRController, reference_lr
 from qlr.envs.distributions import ProblemDistribution, make_distribution
 from qlr.envs.optimizers import OPTIMIZERS, make_optimizer
 from qlr.envs.problems import Problem
-from qlr.features import FEATURE_NAMES, OBS_DIM, OBS_HIGH, OBS_LOW
+from qlr.features import OBS_HIGH, OBS_LOW
 
 _RESET_OPTIONS = ("lr", "optimizer", "problem")
 ProblemSpec = str | Sequence[str] | Mapping[str, float] | ProblemDistribution | Problem
@@ -38,7 +38,8 @@ class LearningRateEnv(gym.Env):
     sets (see `qlr.ACTION_SETS`). The rate is then clamped to `lr_bounds`.
 
     ## Observation Space
-    `Box(-1, 1, (10,), float32)`, every feature scale-free and bounded:
+    `Box(-1, 1, (n,), float32)`, every feature scale-free and bounded; `features` selects which
+    (default: all eleven, in this order):
 
     | index | feature            | meaning                                            | min | max |
     |-------|--------------------|----------------------------------------------------|-----|-----|
@@ -53,6 +54,7 @@ class LearningRateEnv(gym.Env):
     | 8     | grad_norm_change   | relative change of the gradient norm since the     | -1  | 1   |
     |       |                    | previous decision                                  |     |     |
     | 9     | nonfinite          | 1 if a loss or gradient in the block was not finite| 0   | 1   |
+    | 10    | lr_drift           | tanh(log10(rate / starting rate) / 3)              | -1  | 1   |
 
     Relative changes are (new - old) / max(abs(new), abs(old)), log-spread so that small
     changes stay visible (see `qlr.features`).
@@ -90,9 +92,14 @@ class LearningRateEnv(gym.Env):
     - `initial_lr_range`: `(low, high)` of the log-uniform initial rate.
     - `horizon`: decisions per episode.
     - `reward_clip`, `divergence_penalty`, `divergence_factor`: see Rewards and Episode End.
+    - `features`: names of the observed features (see `qlr.FEATURE_NAMES`); default all.
+    - `spike_factor`, `spike_cut`: the per-step spike guard of `qlr.LRController` (off when
+      `spike_factor` is None). A trained policy file records them and the scheduler applies
+      the same guard.
 
     ## Version History
-    - v0: first version (feature version 1).
+    - v0: first version (feature version 1). Feature version 2 appended `lr_drift` to the
+      default observation and added `features` and the spike guard (off by default).
     """
 
     metadata = {"render_modes": []}
@@ -114,6 +121,9 @@ class LearningRateEnv(gym.Env):
         reward_clip: float = 1.0,
         divergence_penalty: float = 5.0,
         divergence_factor: float = 1e3,
+        features: Sequence[str] | None = None,
+        spike_factor: float | None = None,
+        spike_cut: float = 0.5,
     ) -> None:
         super().__init__()
         self.distribution: ProblemDistribution | None = None
@@ -129,6 +139,9 @@ class LearningRateEnv(gym.Env):
             decision_interval=steps_per_decision,
             min_lr=_pair(lr_bounds, "lr_bounds")[0],
             max_lr=_pair(lr_bounds, "lr_bounds")[1],
+            features=features,
+            spike_factor=spike_factor,
+            spike_cut=spike_cut,
         )
         low, high = _pair(initial_lr_range, "initial_lr_range")
         if not self.controller.min_lr <= low <= high <= self.controller.max_lr:
@@ -150,9 +163,9 @@ class LearningRateEnv(gym.Env):
 
         self.action_space = spaces.Discrete(self.controller.n_actions)
         self.observation_space = spaces.Box(
-            low=OBS_LOW, high=OBS_HIGH, shape=(OBS_DIM,), dtype=np.float32
+            low=OBS_LOW, high=OBS_HIGH, shape=(self.controller.obs_dim,), dtype=np.float32
         )
-        self.feature_names = FEATURE_NAMES
+        self.feature_names = self.controller.features
         self.problem: Problem | None = None
         self.optimizer = None
 
@@ -196,8 +209,7 @@ class LearningRateEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         if not self.action_space.contains(action):
             raise ValueError(f"action {action!r} is not in {self.action_space}")
-        lr = reference_lr(self.optimizer)
-        scale_lr(self.optimizer, self.controller.next_lr(lr, int(action)) / lr)
+        self.controller.scale(self.optimizer, self.controller.action_factors[int(action)])
         diverged = self._run_block()
         self.decisions += 1
         obs = self.controller.observe()
@@ -234,8 +246,11 @@ class LearningRateEnv(gym.Env):
         for _ in range(self.steps_per_decision):
             self.optimizer.step()
             # The controller sees the loss and gradient of the step just taken, as in deployment.
-            if self.controller.record_step(self._loss, [p.grad for p in params]) != 1.0:
+            cut = self.controller.record_step(self._loss, [p.grad for p in params])
+            if self.controller.last_cut == "nonfinite":
                 return True
+            if cut != 1.0:  # the spike guard, exactly as the scheduler applies it
+                self.controller.scale(self.optimizer, cut)
             self._loss = self.problem.loss_and_grad()
             if not math.isfinite(self._loss) or self._loss > limit:
                 return True

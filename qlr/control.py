@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from qlr.features import FeatureTracker
+from qlr.features import FEATURE_NAMES, FeatureTracker
 
 # Factors symmetric in log space; the wider sets follow Almeida et al. (2021).
 ACTION_SETS: dict[int, tuple[float, ...]] = {
@@ -22,6 +22,22 @@ ACTION_SETS: dict[int, tuple[float, ...]] = {
     5: (0.5, 2**-0.5, 1.0, 2**0.5, 2.0),
     7: (0.5, 2**-0.5, 0.9, 1.0, 1.1, 2**0.5, 2.0),
 }
+
+
+def resolve_features(names: Sequence[str] | None) -> tuple[str, ...]:
+    """Check a selection of feature names (None: all of them) and return it as a tuple."""
+    if names is None:
+        return FEATURE_NAMES
+    if isinstance(names, str):
+        raise ValueError(f"features must be a list of feature names, got the string {names!r}")
+    names = tuple(names)
+    unknown = [n for n in names if n not in FEATURE_NAMES]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ValueError(
+            f"features {list(names)} must be distinct names from {list(FEATURE_NAMES)}"
+            + (f"; unknown: {unknown}" if unknown else "")
+        )
+    return names
 
 
 def resolve_action_factors(spec: int | Sequence[float]) -> tuple[float, ...]:
@@ -67,6 +83,14 @@ def scale_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
 class LRController:
     """Observe every step, decide every `decision_interval` steps, clamp, and guard.
 
+    Two guards act between decisions, at once, on the step that trips them:
+
+    * a NaN or infinite loss or gradient multiplies the rate by `nonfinite_cut`;
+    * with `spike_factor` set, a loss above `spike_factor` times the mean loss of the previous
+      block multiplies the rate by `spike_cut`. The reference moves only at decisions, so a lasting
+      rise is cut at most `decision_interval` times before the policy sees it; a loss that is
+      merely noisy rarely reaches twice its recent mean.
+
     Args:
         action_factors: 3, 5 or 7 (predefined sets), or the multiplicative factors themselves.
         decision_interval: optimizer steps between two decisions (k).
@@ -74,6 +98,9 @@ class LRController:
         max_lr: the learning rate is never set above this.
         nonfinite_cut: factor applied at once when a step's loss or gradient is NaN or infinite.
         history: past decisions kept by the feature tracker for its loss rank feature.
+        features: names of the features the policy reads, in order (default: all of them).
+        spike_factor: loss ratio that trips the spike guard; None switches it off.
+        spike_cut: factor the spike guard applies.
     """
 
     def __init__(
@@ -84,6 +111,9 @@ class LRController:
         max_lr: float = 10.0,
         nonfinite_cut: float = 0.1,
         history: int = 5,
+        features: Sequence[str] | None = None,
+        spike_factor: float | None = None,
+        spike_cut: float = 0.5,
     ) -> None:
         self.action_factors = resolve_action_factors(action_factors)
         if int(decision_interval) != decision_interval or decision_interval < 1:
@@ -96,18 +126,32 @@ class LRController:
             )
         if not 0 < nonfinite_cut < 1:
             raise ValueError(f"nonfinite_cut must lie in (0, 1), got {nonfinite_cut}")
+        if spike_factor is not None and not (math.isfinite(spike_factor) and spike_factor > 1):
+            raise ValueError(f"spike_factor must be a number > 1 or None, got {spike_factor}")
+        if not 0 < spike_cut < 1:
+            raise ValueError(f"spike_cut must lie in (0, 1), got {spike_cut}")
         self.decision_interval = int(decision_interval)
         self.min_lr = float(min_lr)
         self.max_lr = float(max_lr)
         self.nonfinite_cut = float(nonfinite_cut)
+        self.spike_factor = None if spike_factor is None else float(spike_factor)
+        self.spike_cut = float(spike_cut)
+        self.features = resolve_features(features)
+        self._feature_index = [FEATURE_NAMES.index(n) for n in self.features]
         self.tracker = FeatureTracker(interval=self.decision_interval, history=history)
+        self.last_cut: str | None = None  # "nonfinite" or "spike" when the last step tripped a guard
 
     @property
     def n_actions(self) -> int:
         return len(self.action_factors)
 
+    @property
+    def obs_dim(self) -> int:
+        return len(self.features)
+
     def reset(self) -> None:
         self.tracker.reset()
+        self.last_cut = None
 
     def clamp(self, lr: float) -> float:
         return min(self.max_lr, max(self.min_lr, lr))
@@ -115,22 +159,45 @@ class LRController:
     def record_step(self, loss: float, grads: Iterable[torch.Tensor | None]) -> float:
         """Feed one optimizer step; return the factor to apply to the learning rate right now.
 
-        The factor is 1 for an ordinary step and `nonfinite_cut` for a step whose loss or
-        gradients were not finite: the guard acts at once instead of waiting for a decision.
+        The factor is 1 for an ordinary step, `nonfinite_cut` for a step whose loss or gradients
+        were not finite and `spike_cut` for a loss spike (see the class docstring); `last_cut`
+        says which guard acted.
         """
+        reference = self.tracker.reference_loss
         stats = self.tracker.update(loss, grads)
-        return 1.0 if stats.finite else self.nonfinite_cut
+        self.last_cut = None
+        if not stats.finite:
+            self.last_cut = "nonfinite"
+            return self.nonfinite_cut
+        if self.spike_factor is not None and reference > 0 and loss > self.spike_factor * reference:
+            self.last_cut = "spike"
+            return self.spike_cut
+        return 1.0
 
     @property
     def decision_due(self) -> bool:
         return self.tracker.block_length >= self.decision_interval
 
     def observe(self) -> np.ndarray:
-        """The observation for a decision; starts the next block."""
-        return self.tracker.observation()
+        """The observation for a decision (the selected features); starts the next block."""
+        return self.tracker.observation()[self._feature_index]
 
     def next_lr(self, lr: float, action: int) -> float:
         """The learning rate after taking `action` at rate `lr`, within the bounds."""
         if not 0 <= int(action) < self.n_actions:
             raise ValueError(f"action must be in [0, {self.n_actions}), got {action}")
         return self.clamp(lr * self.action_factors[int(action)])
+
+    def scale(self, optimizer: torch.optim.Optimizer, factor: float) -> bool:
+        """Multiply the optimizer's rates by `factor`, within the bounds, and remember the move.
+
+        Returns False, changing nothing, when the rate is zero or not finite (something else set
+        it so): a factor cannot move it and dividing by it must not crash a training loop.
+        """
+        lr = reference_lr(optimizer)
+        if not (math.isfinite(lr) and lr > 0):
+            return False
+        ratio = self.clamp(lr * factor) / lr
+        scale_lr(optimizer, ratio)
+        self.tracker.record_lr_change(ratio)
+        return True

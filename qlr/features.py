@@ -7,7 +7,12 @@ deploys it both use this class, so a policy sees exactly the same features in bo
 Every feature is invariant to the scale of the loss, the size of the gradients and the number of
 parameters, so one controller transfers across problems: losses enter only as relative changes,
 gradients only through cosines and ratios of inner products. No feature depends on the absolute
-learning rate, the step count or the total number of steps, since deployment rarely knows them.
+learning rate, the step count or the total number of steps, since deployment rarely knows them;
+``lr_drift`` only says how far the controller has moved the rate from where the run started
+(a ratio, so it is as scale-free as the rest).
+
+Version history: 1 had the first ten features; 2 appended ``lr_drift`` and left the first ten
+unchanged, so a version-1 policy reads them as a subset.
 
 Cost: gradients are read on two steps per decision, the block's last two (|g|^2 on both, and
 g . g_prev between them); every other step only records the loss. The only parameter-sized memory
@@ -33,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 
 FEATURE_NAMES: tuple[str, ...] = (
     "loss_change_step",  # relative change of the loss over the last optimizer step
@@ -46,7 +51,9 @@ FEATURE_NAMES: tuple[str, ...] = (
     "grad_projection",  # (g_t . g_{t-1}) / |g_{t-1}|^2 of those: ~1 step too small, <0 overshoot
     "grad_norm_change",  # relative change of the gradient norm since the previous decision
     "nonfinite",  # 1 if a loss or gradient in the block was NaN or infinite
+    "lr_drift",  # tanh(log10(rate / starting rate) / 3): how far the rate has been moved
 )
+FEATURES_V1 = FEATURE_NAMES[:10]  # what a version-1 policy reads
 
 OBS_DIM = len(FEATURE_NAMES)
 OBS_LOW = -1.0
@@ -56,6 +63,7 @@ OBS_HIGH = 1.0
 _SPREAD = 100.0
 _LOG_SPREAD = math.log1p(_SPREAD)
 _TINY = 1e-300
+_DRIFT_DECADES = 3.0  # lr_drift reaches tanh(1) = 0.76 after three decades of movement
 
 
 def relative_change(new: float, old: float) -> float:
@@ -141,7 +149,14 @@ class FeatureTracker:
         self._block_start_grad_norm = math.nan
         self._block: list[StepStats] = []
         self._decision_grad_norm: float | None = None
+        self._log10_lr_change = 0.0  # sum of log10 of every factor the rate was scaled by
+        self.reference_loss = math.nan  # mean loss of the last closed block (spike guard)
         self.steps = 0
+
+    def record_lr_change(self, factor: float) -> None:
+        """Note that the learning rate was just multiplied by `factor` (for ``lr_drift``)."""
+        if factor > 0 and math.isfinite(factor):
+            self._log10_lr_change += math.log10(factor)
 
     @property
     def block_length(self) -> int:
@@ -177,6 +192,8 @@ class FeatureTracker:
         if finite:
             if math.isfinite(self._last_loss):
                 self._step_changes.append(relative_change(loss, self._last_loss))
+            if not math.isfinite(self.reference_loss):
+                self.reference_loss = loss  # the run's first loss, until a block closes
             if not math.isfinite(self._block_start_loss):
                 self._block_start_loss = loss
                 self._block_start_grad_norm = math.sqrt(grad_norm_sq)
@@ -243,8 +260,10 @@ class FeatureTracker:
         finite_steps = [s for s in block if s.finite]
         obs = np.zeros(OBS_DIM, dtype=np.float64)
         obs[9] = 1.0 if len(finite_steps) < len(block) else 0.0
+        obs[10] = math.tanh(self._log10_lr_change / _DRIFT_DECADES)
         if finite_steps:
             obs[:9] = self._finite_features(finite_steps)
+            self.reference_loss = _mean([s.loss for s in finite_steps])
             self._decision_losses.append(self._last_loss)
             self._decision_grad_norm = math.sqrt(finite_steps[-1].grad_norm_sq)
         self._block_start_loss = math.nan
@@ -305,6 +324,8 @@ class FeatureTracker:
             "decision_losses": list(self._decision_losses),
             "decision_grad_norm": self._decision_grad_norm,
             "step_changes": list(self._step_changes),
+            "log10_lr_change": self._log10_lr_change,
+            "reference_loss": self.reference_loss,
             "block_start_loss": self._block_start_loss,
             "block_start_grad_norm": self._block_start_grad_norm,
             "block": [vars(s).copy() for s in self._block],
@@ -333,6 +354,8 @@ class FeatureTracker:
         dgn = state["decision_grad_norm"]
         self._decision_grad_norm = None if dgn is None else float(dgn)
         self._step_changes.extend(float(x) for x in state["step_changes"])
+        self._log10_lr_change = float(state["log10_lr_change"])
+        self.reference_loss = float(state["reference_loss"])
         self._block_start_loss = float(state["block_start_loss"])
         self._block_start_grad_norm = float(state["block_start_grad_norm"])
         self._block = [StepStats(**s) for s in state["block"]]

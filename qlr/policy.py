@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qlr.features import FEATURE_NAMES, FEATURE_VERSION, OBS_DIM
+from qlr.features import FEATURE_NAMES, FEATURE_VERSION, FEATURES_V1
 
 FORMAT_NAME = "qlr-policy"
 FORMAT_VERSION = 1
@@ -59,6 +59,8 @@ class PolicyMetadata:
     feature_names: tuple[str, ...] = FEATURE_NAMES
     obs_mean: tuple[float, ...] | None = None
     obs_std: tuple[float, ...] | None = None
+    spike_factor: float | None = None  # the spike guard it was trained with (None: none)
+    spike_cut: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)  # training config hash, scores, ...
 
     def to_json(self) -> str:
@@ -73,6 +75,8 @@ class PolicyMetadata:
             "activation": self.activation,
             "obs_mean": None if self.obs_mean is None else list(self.obs_mean),
             "obs_std": None if self.obs_std is None else list(self.obs_std),
+            "spike_factor": self.spike_factor,
+            "spike_cut": self.spike_cut,
             "extra": self.extra,
         }
         return json.dumps(data, sort_keys=True)
@@ -243,11 +247,11 @@ def _parse_metadata(path: Path, header: dict) -> PolicyMetadata:
             path,
             f"file format version {meta.get('format_version')!r}, this qlr reads {FORMAT_VERSION}",
         )
-    if meta.get("feature_version") != FEATURE_VERSION:
+    if meta.get("feature_version") not in range(1, FEATURE_VERSION + 1):
         raise PolicyFileError(
             path,
-            f"written for feature version {meta.get('feature_version')!r}, but this qlr computes "
-            f"feature version {FEATURE_VERSION}; retrain or export it with a matching qlr",
+            f"written for feature version {meta.get('feature_version')!r}, but this qlr reads "
+            f"versions 1 to {FEATURE_VERSION}; retrain or export it with a matching qlr",
         )
     try:
         factors = tuple(float(f) for f in meta["action_factors"])
@@ -258,10 +262,21 @@ def _parse_metadata(path: Path, header: dict) -> PolicyMetadata:
         mean = None if meta["obs_mean"] is None else tuple(float(x) for x in meta["obs_mean"])
         std = None if meta["obs_std"] is None else tuple(float(x) for x in meta["obs_std"])
         extra = dict(meta.get("extra") or {})
+        spike = meta.get("spike_factor")  # absent from files older than feature version 2
+        spike = None if spike is None else float(spike)
+        spike_cut = float(meta.get("spike_cut", 0.5))
     except (KeyError, TypeError, ValueError) as err:
         raise PolicyFileError(path, f"metadata field missing or malformed ({err})") from None
-    if names != FEATURE_NAMES:
-        raise PolicyFileError(path, "feature names differ from the ones this qlr computes")
+    # Features keep their meaning across versions; a version-1 file reads the first ten.
+    known = FEATURES_V1 if meta["feature_version"] == 1 else FEATURE_NAMES
+    if not names or len(set(names)) != len(names) or not set(names) <= set(known):
+        raise PolicyFileError(
+            path, f"feature names {list(names)} are not distinct names from {list(known)}"
+        )
+    if spike is not None and not (math.isfinite(spike) and spike > 1):
+        raise PolicyFileError(path, f"spike_factor {spike} is not a number > 1")
+    if not 0 < spike_cut < 1:
+        raise PolicyFileError(path, f"spike_cut {spike_cut} is not in (0, 1)")
     if len(factors) < 2 or not all(math.isfinite(f) and f > 0 for f in factors):
         raise PolicyFileError(path, f"action factors {list(factors)} are not positive numbers")
     if interval < 1:
@@ -269,8 +284,8 @@ def _parse_metadata(path: Path, header: dict) -> PolicyMetadata:
     if activation not in ACTIVATIONS:
         raise PolicyFileError(path, f"activation {activation!r} not one of {sorted(ACTIVATIONS)}")
     for name, stats in (("obs_mean", mean), ("obs_std", std)):
-        if stats is not None and (len(stats) != OBS_DIM or not all(map(math.isfinite, stats))):
-            raise PolicyFileError(path, f"{name} must hold {OBS_DIM} finite numbers")
+        if stats is not None and (len(stats) != len(names) or not all(map(math.isfinite, stats))):
+            raise PolicyFileError(path, f"{name} must hold {len(names)} finite numbers")
     if (mean is None) != (std is None) or (std is not None and min(std) <= 0):
         raise PolicyFileError(path, "obs_mean and obs_std must both be given, with std > 0")
     return PolicyMetadata(
@@ -278,9 +293,12 @@ def _parse_metadata(path: Path, header: dict) -> PolicyMetadata:
         decision_interval=interval,
         hidden_sizes=hidden,
         activation=activation,
+        feature_version=int(meta["feature_version"]),
         feature_names=names,
         obs_mean=mean,
         obs_std=std,
+        spike_factor=spike,
+        spike_cut=spike_cut,
         extra=extra,
     )
 
@@ -308,7 +326,7 @@ def _read_tensors(path: Path, header: dict, body: bytes) -> dict[str, torch.Tens
 
 
 def _layers(path: Path, tensors: dict, meta: PolicyMetadata) -> list:
-    sizes = [OBS_DIM, *meta.hidden_sizes, len(meta.action_factors)]
+    sizes = [len(meta.feature_names), *meta.hidden_sizes, len(meta.action_factors)]
     layers = []
     for i in range(len(sizes) - 1):
         w, b = tensors.get(f"layers.{i}.weight"), tensors.get(f"layers.{i}.bias")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qlr.control import LRController, reference_lr, scale_lr
+from qlr.control import LRController, reference_lr
 from qlr.policy import Policy, load_policy
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,9 @@ class QLRScheduler:
     * A NaN or infinite loss or gradient never raises: the rate is multiplied by
       ``nonfinite_cut`` (0.1 by default) at once, a warning is logged once, and nothing non-finite
       reaches the policy.
+    * If the policy was trained with a spike guard (its file says so), a step whose loss exceeds
+      the guard's multiple of the previous block's mean loss cuts the rate at once, as in
+      training (see `qlr.LRController`).
     * With an AMP ``GradScaler`` passed as ``scaler``, a step the scaler skipped (its scale fell)
       is not counted. Call ``scheduler.step(loss)`` after ``scaler.update()``.
     * No total number of steps is needed.
@@ -84,11 +87,15 @@ class QLRScheduler:
             min_lr=min_lr,
             max_lr=max_lr,
             nonfinite_cut=nonfinite_cut,
+            features=self.policy.metadata.feature_names,
+            spike_factor=self.policy.metadata.spike_factor,
+            spike_cut=self.policy.metadata.spike_cut,
         )
         self.scaler = scaler
         self.writer = writer
         self.steps = 0  # optimizer steps counted (skipped AMP steps excluded)
         self.decisions = 0
+        self.spike_cuts = 0  # steps on which the spike guard cut the rate
         self.last_action: int | None = None
         self.last_observation: np.ndarray | None = None  # what the policy saw at its last decision
         self._last_scale = self._scaler_scale()
@@ -117,6 +124,10 @@ class QLRScheduler:
         self.steps += 1
         if cut != 1.0:
             self._apply_factor(cut)
+            self.spike_cuts += self.controller.last_cut == "spike"
+            if self.writer is not None:
+                self.writer.add_scalar(f"qlr/{self.controller.last_cut}_cut", cut, self.steps)
+        if self.controller.last_cut == "nonfinite":
             if not self._warned_nonfinite:
                 logger.warning(
                     "qlr: non-finite loss or gradient at step %d; learning rate cut by %g "
@@ -145,15 +156,11 @@ class QLRScheduler:
 
     def _apply_factor(self, factor: float) -> None:
         """Multiply the rate by `factor`, within the bounds; never fails in the user's loop."""
-        lr = reference_lr(self.optimizer)
-        if not (math.isfinite(lr) and lr > 0):
-            # Something else (a warmup, another scheduler) set the rate to zero or worse: a
-            # factor cannot move it, and dividing by it must not crash the user's loop.
-            if not self._warned_bad_lr:
-                logger.warning("qlr: learning rate is %r, left as it is; qlr only scales it", lr)
-                self._warned_bad_lr = True
-            return
-        scale_lr(self.optimizer, self.controller.clamp(lr * factor) / lr)
+        if not self.controller.scale(self.optimizer, factor) and not self._warned_bad_lr:
+            # Something else (a warmup, another scheduler) set the rate to zero or worse.
+            lr = reference_lr(self.optimizer)
+            logger.warning("qlr: learning rate is %r, left as it is; qlr only scales it", lr)
+            self._warned_bad_lr = True
 
     def _scaler_scale(self) -> float | None:
         if self.scaler is None or not self.scaler.is_enabled():
@@ -180,6 +187,7 @@ class QLRScheduler:
         return {
             "steps": self.steps,
             "decisions": self.decisions,
+            "spike_cuts": self.spike_cuts,
             "last_action": self.last_action,
             "last_scale": self._last_scale,
             "warned_nonfinite": self._warned_nonfinite,
@@ -192,6 +200,7 @@ class QLRScheduler:
         """Restore the memory saved by `state_dict`. The optimizer's learning rate is untouched."""
         self.steps = int(state_dict["steps"])
         self.decisions = int(state_dict["decisions"])
+        self.spike_cuts = int(state_dict.get("spike_cuts", 0))  # absent before qlr 0.2
         self.last_action = state_dict["last_action"]
         self._last_scale = state_dict["last_scale"]
         self._warned_nonfinite = bool(state_dict["warned_nonfinite"])

@@ -3,16 +3,22 @@
 import pytest
 import torch
 
-from qlr.features import OBS_DIM
+from qlr.features import FEATURE_NAMES
 from qlr.policy import Policy, PolicyMetadata
 
 
 def build_policy(
-    hidden=(16,), factors=(0.5, 1.0, 2.0), interval=5, seed=0, favour: int | None = None
+    hidden=(16,),
+    factors=(0.5, 1.0, 2.0),
+    interval=5,
+    seed=0,
+    favour: int | None = None,
+    features=FEATURE_NAMES,
+    spike_factor: float | None = None,
 ) -> Policy:
     """A policy with random weights, or one that always picks action `favour`."""
     gen = torch.Generator().manual_seed(seed)
-    sizes = [OBS_DIM, *hidden, len(factors)]
+    sizes = [len(features), *hidden, len(factors)]
     layers = []
     for i in range(len(sizes) - 1):
         w = torch.randn(sizes[i + 1], sizes[i], generator=gen)
@@ -24,7 +30,13 @@ def build_policy(
             torch.zeros_like(w),
             torch.where(torch.arange(len(factors)) == favour, 1.0, 0.0),
         )
-    meta = PolicyMetadata(action_factors=factors, decision_interval=interval, hidden_sizes=hidden)
+    meta = PolicyMetadata(
+        action_factors=factors,
+        decision_interval=interval,
+        hidden_sizes=hidden,
+        feature_names=tuple(features),
+        spike_factor=spike_factor,
+    )
     return Policy(layers, meta)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from qlr.features import FEATURE_VERSION, OBS_DIM
+from qlr.features import FEATURE_NAMES, FEATURE_VERSION, FEATURES_V1, OBS_DIM
 from qlr.policy import Policy, PolicyFileError, PolicyMetadata, load_policy, save_policy
 
 
@@ -87,6 +87,9 @@ def _rewrite_metadata(path, **changes):
         (lambda p: _rewrite_metadata(p, hidden_sizes=[8]), "shape"),
         (lambda p: _rewrite_metadata(p, format="something-else"), "not describe"),
         (lambda p: _rewrite_metadata(p, activation="gelu"), "activation"),
+        (lambda p: _rewrite_metadata(p, spike_factor=0.5), "spike_factor"),
+        (lambda p: _rewrite_metadata(p, feature_names=["loss_noise", "bogus"]), "feature names"),
+        (lambda p: _rewrite_metadata(p, feature_version=1), "feature names"),  # v1 lacks lr_drift
         (lambda p: _rewrite_metadata(p, obs_std=[0.0] * OBS_DIM, obs_mean=[0.0] * OBS_DIM), "std"),
     ],
 )
@@ -120,5 +123,6 @@ def test_pickle_payload_is_refused_and_never_executed(tmp_path):
 
 def test_default_policy_ships_with_the_package():
     policy = load_policy("default")
-    assert policy.obs_dim == OBS_DIM and policy.n_actions >= 3
-    assert 0 <= policy.act(np.zeros(OBS_DIM, dtype=np.float32)) < policy.n_actions
+    assert set(policy.metadata.feature_names) <= set(FEATURE_NAMES) and policy.n_actions >= 3
+    assert policy.obs_dim == len(policy.metadata.feature_names)
+    assert 0 <= policy.act(np.zeros(policy.obs_dim, dtype=np.float32)) < policy.n_actions

@@ -9,6 +9,7 @@ import torch
 
 from qlr import QLRScheduler
 from qlr.envs import LearningRateEnv, make_distribution, make_optimizer
+from qlr.features import FEATURE_NAMES
 
 OPTIMIZERS = {
     "sgd": lambda p: torch.optim.SGD(p, lr=0.01),
@@ -218,17 +219,27 @@ def test_load_state_dict_leaves_the_optimizer_rate_alone(make_policy):
     assert opt2.param_groups[0]["lr"] == 5e-4 and sched2.get_last_lr() == [5e-4]
 
 
+GUARDED = {"spike_factor": 2.0, "features": FEATURE_NAMES[::2]}
+
+
 @pytest.mark.parametrize(
-    "family, optimizer", [("quadratic", "sgd"), ("logistic", "adam"), ("mlp", "momentum")]
+    "family, optimizer, lr, guard",
+    [
+        ("quadratic", "sgd", 1e-2, {}),
+        ("logistic", "adam", 1e-2, {}),
+        ("mlp", "momentum", 1e-2, {}),
+        ("quadratic", "momentum", 0.3, GUARDED),  # too large a rate: the spike guard acts
+        ("rosenbrock", "momentum", 1e-3, GUARDED),
+    ],
 )
-def test_scheduler_sees_what_the_env_sees(make_policy, family, optimizer):
+def test_scheduler_sees_what_the_env_sees(make_policy, family, optimizer, lr, guard):
     """One inner run fed through the env and through the scheduler: same features, decisions."""
-    policy = make_policy(seed=3, interval=4)
+    policy = make_policy(seed=3, interval=4, **guard)
     dist = make_distribution(family)
     env = LearningRateEnv(
-        problem=dist.sample(np.random.default_rng(0)), steps_per_decision=4, horizon=8
+        problem=dist.sample(np.random.default_rng(0)), steps_per_decision=4, horizon=8, **guard
     )
-    obs, info = env.reset(seed=0, options={"lr": 1e-2, "optimizer": optimizer})
+    obs, info = env.reset(seed=0, options={"lr": lr, "optimizer": optimizer})
     env_obs, env_actions, env_lrs = [obs], [], []
     for _ in range(8):
         env_actions.append(policy.act(obs))
@@ -239,7 +250,7 @@ def test_scheduler_sees_what_the_env_sees(make_policy, family, optimizer):
             break
 
     problem = dist.sample(np.random.default_rng(0))
-    opt = make_optimizer(optimizer, problem.params, 1e-2)
+    opt = make_optimizer(optimizer, problem.params, lr)
     sched = QLRScheduler(opt, policy=policy)
     sched_obs, sched_actions, sched_lrs = [], [], []
     while len(sched_obs) < len(env_obs):
@@ -252,7 +263,13 @@ def test_scheduler_sees_what_the_env_sees(make_policy, family, optimizer):
             sched_lrs.append(sched.get_last_lr()[0])
     np.testing.assert_array_equal(np.array(sched_obs), np.array(env_obs))
     assert sched_actions[: len(env_actions)] == env_actions
-    assert sched_lrs[: len(env_lrs)] == pytest.approx(env_lrs)
+    # The env reports the rate after a block (guard cuts included), the scheduler after the
+    # decision that closes it: one decision factor apart.
+    factors = [policy.action_factors[a] for a in env_actions[1:]]
+    expected = [lr * f for lr, f in zip(env_lrs, factors, strict=False)]
+    assert sched_lrs[1 : len(expected) + 1] == pytest.approx(expected)
+    if guard and family == "quadratic":
+        assert sched.spike_cuts > 0  # the guard really acted, identically in both
 
 
 def test_tensorboard_writer_receives_decisions(make_policy, tmp_path):
