@@ -4,23 +4,25 @@ A :class:`ProblemDistribution` is plain data (family -> (weight, sampling kwargs
 looks the factory up in ``FAMILIES`` at call time, so distributions pickle and can be sent to
 subprocess environments.
 
-What is held out (``"test"`` vs ``"train"``):
+What is held out (``"test"`` vs ``"train"``), and the ``"val"`` split that model selection and
+ablations use, so that nothing is ever tuned on ``"test"``:
 
-========================  ===========================  ==================================
-family                    ``train``                    ``test``
-========================  ===========================  ==================================
-quadratic                 dim 5-50, cond 1-1e4         dim 100-200, cond 1-1e4
-rosenbrock                dim 2-10                     dim 20-50
-rastrigin                 dim 2-10                     dim 20-50
-quartic                   dim 5-30                     dim 50-100
-least_squares             dim 5-30, n 100-500          dim 50-100, n 200-1000
-logistic                  dim 5-30, n 200-1000         dim 50-100, n 500-2000
-mlp                       hidden 16-32                 hidden 64-128
-ackley                    never                        dim 10-50
-digits_mlp                never                        hidden 32-64
-========================  ===========================  ==================================
+==============  ========================  ========================  =========================
+family          ``train``                 ``val``                   ``test``
+==============  ========================  ========================  =========================
+quadratic       dim 5-50, cond 1-1e4      dim 50-100, cond 1-1e4    dim 100-200, cond 1-1e4
+rosenbrock      dim 2-10                  dim 10-20                 dim 20-50
+rastrigin       dim 2-10                  dim 10-20                 dim 20-50
+quartic         dim 5-30                  dim 30-50                 dim 50-100
+least_squares   dim 5-30, n 100-500       dim 30-50, n 200-800      dim 50-100, n 200-1000
+logistic        dim 5-30, n 200-1000      dim 30-50, n 300-1500     dim 50-100, n 500-2000
+mlp             hidden 16-32              hidden 32-64              hidden 64-128
+ackley          never                     never                     dim 10-50
+digits_mlp      never                     never                     hidden 32-64
+==============  ========================  ========================  =========================
 
-Both draw the loss scale log-uniformly in [1e-3, 1e3]. Data families use full batches or
+``val`` holds no unseen family: whether a controller transfers to a new family is measured on
+``test`` only. All draw the loss scale log-uniformly in [1e-3, 1e3]. Data families use full batches or
 minibatches of 16-64 (``train``) / 32-128 (``test``); ``"train_stochastic"`` and
 ``"test_stochastic"`` keep only the minibatch data families. Every family is also available
 on its own, under its name, with its default ranges and scale 1.
@@ -128,6 +130,14 @@ def _test(batches: list) -> dict[str, tuple[float, dict[str, Any]]]:
     }
 
 
+def _val(batches: list) -> dict[str, tuple[float, dict[str, Any]]]:
+    return {
+        "least_squares": (1.0, {"dim": (30, 50), "n": (200, 800), "batch_size": batches}),
+        "logistic": (1.0, {"dim": (30, 50), "n": (300, 1500), "batch_size": batches}),
+        "mlp": (1.0, {"hidden": (32, 64), "activation": ["tanh", "relu"], "batch_size": batches}),
+    }
+
+
 DISTRIBUTIONS: dict[str, ProblemDistribution] = {
     "train": ProblemDistribution(
         _with_scale(
@@ -140,6 +150,18 @@ DISTRIBUTIONS: dict[str, ProblemDistribution] = {
             }
         ),
         "train",
+    ),
+    "val": ProblemDistribution(
+        _with_scale(
+            {
+                "quadratic": (2.0, {"dim": (50, 100), "cond": (1.0, 1e4)}),
+                "rosenbrock": (1.0, {"dim": (10, 20)}),
+                "rastrigin": (1.0, {"dim": (10, 20)}),
+                "quartic": (1.0, {"dim": (30, 50)}),
+                **_val(_TEST_BATCHES),
+            }
+        ),
+        "val",
     ),
     "test": ProblemDistribution(
         _with_scale(
@@ -158,7 +180,7 @@ DISTRIBUTIONS: dict[str, ProblemDistribution] = {
     "test_stochastic": ProblemDistribution(_with_scale(_test([32, 64, 128])), "test_stochastic"),
     **{family: ProblemDistribution({family: (1.0, {})}, family) for family in FAMILIES},
 }
-"""Named distributions: ``train``, ``test``, their ``_stochastic`` variants, one per family."""
+"""Named distributions: ``train``, ``val``, ``test``, their ``_stochastic`` variants, one per family."""
 
 
 def make_distribution(

@@ -18,6 +18,7 @@ CONFIGS = [
     {"problem": "quadratic", "action_factors": 5, "steps_per_decision": 1},
     {"problem": ["rosenbrock", "quartic"], "action_factors": 7, "optimizer": "nesterov"},
     {"problem": "ackley", "optimizer": ["adagrad", "adamw"], "horizon": 10},
+    {"problem": "val", "spike_factor": 2.0, "features": ["loss_change_block", "lr_drift"]},
 ]
 
 
@@ -162,11 +163,31 @@ def test_fixed_instance_restarts_from_the_same_point():
         ({"reward_clip": -1}, "reward_clip"),
         ({"divergence_factor": 0.5}, "divergence_factor"),
         ({"optimizer_kwargs": {"adam": {}}, "optimizer": "sgd"}, "optimizer_kwargs"),
+        ({"spike_factor": 0.9}, "spike_factor"),
+        ({"features": ["loss_rank", "grad_curvature"]}, "unknown"),
     ],
 )
 def test_invalid_arguments_name_the_problem(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
         LearningRateEnv(**kwargs)
+
+
+def test_spike_guard_keeps_a_too_large_rate_from_diverging():
+    """SGD above a quadratic's stable rate: without the guard the run blows up in its first
+    decisions; with it, each spike halves the rate at once and the episode goes on."""
+    kwargs = {"problem": "quadratic", "optimizer": "sgd", "horizon": 10, "divergence_factor": 1e3}
+    outcomes = {}
+    for guard in (None, 2.0):
+        env = LearningRateEnv(spike_factor=guard, **kwargs)
+        obs, info = env.reset(seed=0, options={"lr": 2.5})
+        start = info["lr"]
+        terminated = truncated = False
+        while not (terminated or truncated):
+            obs, _, terminated, truncated, info = env.step(1)  # always "hold"
+        outcomes[guard] = (start, terminated, info["lr"], info["loss"] / info["initial_loss"])
+    assert outcomes[None][:2] == (2.5, True)  # the first block survives, then it diverges
+    start, terminated, lr, loss_ratio = outcomes[2.0]
+    assert start == 2.5 and not terminated and lr < start and loss_ratio < 0.01
 
 
 def test_invalid_reset_option_and_action():

@@ -436,7 +436,7 @@ def test_held_out_families_only_in_test():
     assert set(DISTRIBUTIONS["train"].families) == set(TRAIN_FAMILIES)
     assert not set(HELD_OUT_FAMILIES) & set(TRAIN_FAMILIES)
     assert set(TRAIN_FAMILIES) | set(HELD_OUT_FAMILIES) == set(FAMILIES)
-    for name in ("train", "train_stochastic"):
+    for name in ("train", "train_stochastic", "val"):
         assert not set(HELD_OUT_FAMILIES) & set(DISTRIBUTIONS[name].families)
     assert set(HELD_OUT_FAMILIES) <= set(DISTRIBUTIONS["test"].families)
     assert "digits_mlp" in DISTRIBUTIONS["test_stochastic"].families
@@ -447,6 +447,16 @@ def test_test_dimensions_exceed_train_dimensions():
     for family, (_, kwargs) in train.items():
         key = "dim" if "dim" in kwargs else "hidden"
         assert test[family][1][key][0] > kwargs[key][1], family
+
+
+def test_validation_split_sits_between_train_and_test():
+    """Model selection uses `val`: its instances are larger than train's and smaller than test's."""
+    train, val, test = (DISTRIBUTIONS[n].families for n in ("train", "val", "test"))
+    assert set(val) == set(train)
+    for family, (_, kwargs) in val.items():
+        key = "dim" if "dim" in kwargs else "hidden"
+        assert train[family][1][key][1] <= kwargs[key][0], family
+        assert kwargs[key][1] <= test[family][1][key][0], family
 
 
 def test_stochastic_distributions_only_give_minibatch_problems():
