@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from qlr.control import resolve_action_factors
-from qlr.control import resolve_features
+from qlr.control import resolve_action_factors, resolve_features
 from qlr.features import FEATURE_VERSION
 from qlr.policy import Policy, PolicyMetadata, config_hash, save_policy
 

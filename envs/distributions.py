@@ -22,8 +22,8 @@ digits_mlp      never                     never                     hidden 32-64
 ==============  ========================  ========================  =========================
 
 ``val`` holds no unseen family: whether a controller transfers to a new family is measured on
-``test`` only. All draw the loss scale log-uniformly in [1e-3, 1e3]. Data families use full batches or
-minibatches of 16-64 (``train``) / 32-128 (``test``); ``"train_stochastic"`` and
+``test`` only. All draw the loss scale log-uniformly in [1e-3, 1e3]. Data families use full
+batches or minibatches of 16-64 (``train``) / 32-128 (``test``); ``"train_stochastic"`` and
 ``"test_stochastic"`` keep only the minibatch data families. Every family is also available
 on its own, under its name, with its default ranges and scale 1.
 """
@@ -180,7 +180,7 @@ DISTRIBUTIONS: dict[str, ProblemDistribution] = {
     "test_stochastic": ProblemDistribution(_with_scale(_test([32, 64, 128])), "test_stochastic"),
     **{family: ProblemDistribution({family: (1.0, {})}, family) for family in FAMILIES},
 }
-"""Named distributions: ``train``, ``val``, ``test``, their ``_stochastic`` variants, one per family."""
+"""Named distributions: ``train``, ``val``, ``test``, the ``_stochastic`` variants, one per family."""
 
 
 def make_distribution(

@@ -81,7 +81,10 @@ def test_lr_drift_counts_the_moves_the_controller_made():
 
 def test_feature_selection_picks_and_orders_the_features():
     names = ("loss_noise", "grad_cosine", "lr_drift")
-    full, picked = LRController(decision_interval=2), LRController(decision_interval=2, features=names)
+    full, picked = (
+        LRController(decision_interval=2),
+        LRController(decision_interval=2, features=names),
+    )
     for loss, g in [(1.0, 1.0), (0.8, 0.5), (0.9, -0.2), (0.5, 0.3)]:
         full.record_step(loss, _grads(g))
         picked.record_step(loss, _grads(g))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from qlr.features import FEATURE_NAMES, FEATURE_VERSION, FEATURES_V1, OBS_DIM
+from qlr.features import FEATURE_NAMES, FEATURE_VERSION, OBS_DIM
 from qlr.policy import Policy, PolicyFileError, PolicyMetadata, load_policy, save_policy
 
 
