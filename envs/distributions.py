@@ -180,7 +180,7 @@ DISTRIBUTIONS: dict[str, ProblemDistribution] = {
     "test_stochastic": ProblemDistribution(_with_scale(_test([32, 64, 128])), "test_stochastic"),
     **{family: ProblemDistribution({family: (1.0, {})}, family) for family in FAMILIES},
 }
-"""Named distributions: ``train``, ``val``, ``test``, the ``_stochastic`` variants, one per family."""
+"""Named distributions: ``train``, ``val``, ``test``, ``*_stochastic``, one per family."""
 
 
 def make_distribution(

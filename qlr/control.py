@@ -139,9 +139,7 @@ class LRController:
         self.features = resolve_features(features)
         self._feature_index = [FEATURE_NAMES.index(n) for n in self.features]
         self.tracker = FeatureTracker(interval=self.decision_interval, history=history)
-        self.last_cut: str | None = (
-            None  # "nonfinite" or "spike" when the last step tripped a guard
-        )
+        self.last_cut: str | None = None  # "nonfinite" or "spike": the guard just tripped
 
     @property
     def n_actions(self) -> int:
