@@ -83,6 +83,35 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
         [_features(NO_GRAD), "env.spike_factor=2.0"],
         "+ guard + lr_drift, without the three gradient features",
     ),
+    # Second round: the two changes that helped most in the first, together, and the guard and
+    # lr_drift ablated again on top of them.
+    "g09_a5": (
+        [_features(FEATURE_NAMES), "env.spike_factor=2.0", "dqn.gamma=0.9", "env.action_factors=5"],
+        "guard + lr_drift + discount 0.9 + five factors",
+    ),
+    "g09_a5_cut01": (
+        [
+            _features(FEATURE_NAMES),
+            "env.spike_factor=2.0",
+            "env.spike_cut=0.1",
+            "dqn.gamma=0.9",
+            "env.action_factors=5",
+        ],
+        "g09_a5 with a guard that cuts x0.1 instead of x0.5",
+    ),
+    "g09_a5_nodrift": (
+        [_features(FEATURES_V1), "env.spike_factor=2.0", "dqn.gamma=0.9", "env.action_factors=5"],
+        "g09_a5 without lr_drift",
+    ),
+    "g09_a5_noguard": (
+        [
+            _features(FEATURE_NAMES),
+            "env.spike_factor=null",
+            "dqn.gamma=0.9",
+            "env.action_factors=5",
+        ],
+        "g09_a5 without the spike guard",
+    ),
 }
 
 
@@ -130,7 +159,8 @@ def score(policy: Path, oracle_rows: list[dict], jobs: int) -> dict:
 def table(results: dict[str, list[dict]], timesteps: int, seeds: list[int]) -> str:
     lines = [
         f"Each variant: `default.yaml` with the overrides shown, {timesteps:,} transitions, "
-        f"training seeds {', '.join(map(str, seeds))}; scored on `val` ({VAL.instances} instances "
+        f"training seeds {', '.join(map(str, seeds))} (as many as the column lists); "
+        f"scored on `val` ({VAL.instances} instances "
         f"per family, {len(VAL.optimizers)} optimizers, initial rates "
         f"{', '.join(f'{x:g}' for x in VAL.initial_lrs)}, {VAL.steps} gradient evaluations, "
         "oracle = best of 15 constant rates). Scores are log10(final / oracle): lower is better.",
@@ -178,15 +208,22 @@ def main() -> int:
     else:
         oracle_rows = run_specs(oracle_specs(VAL), args.jobs)
         atomic_write_bytes(oracle_cache, json.dumps(oracle_rows).encode())
-    results: dict[str, list[dict]] = {v: [] for v in args.variants}
-    for (variant, _), policy in zip(pairs, policies, strict=True):
-        results[variant].append(score(policy, oracle_rows, args.jobs))
-
-    text = table(results, args.timesteps, args.seeds)
+    for policy in policies:
+        score(policy, oracle_rows, args.jobs)
+    # The table covers every variant scored so far in --out, not only this invocation's.
+    results: dict[str, list[dict]] = {}
+    seeds: set[int] = set()
+    for variant in VARIANTS:
+        for seed_dir in sorted(args.out.glob(f"{variant}__*")):
+            cache = seed_dir / "val_scores.json"
+            if cache.is_file():
+                results.setdefault(variant, []).append(json.loads(cache.read_text()))
+                seeds.add(int(seed_dir.name.rsplit("__", 1)[1]))
+    text = table(results, args.timesteps, sorted(seeds))
     print(text)
     args.results.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(args.results / "ablation_table.md", (text + "\n").encode())
-    raw = {"eval": asdict(VAL), "timesteps": args.timesteps, "seeds": args.seeds}
+    raw = {"eval": asdict(VAL), "timesteps": args.timesteps, "seeds": sorted(seeds)}
     raw["results"] = {v: [s["overall"] for s in r] for v, r in results.items()}
     atomic_write_bytes(args.results / "ablation.json", json.dumps(raw, indent=1).encode())
     return 0
