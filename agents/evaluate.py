@@ -10,6 +10,11 @@ fixed budget of gradient evaluations. It is compared with
 
 The main score is the median of log10(final loss / oracle final loss): 0 means as good as the
 best constant rate in hindsight, negative means better.
+
+Divergences are split in two. A scheduler acts after `optimizer.step()`, so the first two steps
+of a run always use the user's starting rate: when the constant run at that rate has already
+blown up within those two steps, no controller of this kind could have saved it ("unavoidable").
+Every other divergence is the controller's doing.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+UNAVOIDABLE_STEPS = 2  # a start rate that diverges within this many steps cannot be saved
 MAX_LOG10 = 12.0  # scores are clipped to +-12 decades; a divergence scores +12
 DEFAULT_SEED = 1_000_003  # held-out instance seeds start here; training never uses seeds this high
 
@@ -126,6 +132,7 @@ def execute(spec: RunSpec) -> dict:
         "initial_loss": result.initial_loss,
         "final_loss": result.final_loss,
         "diverged": result.diverged,
+        "steps_taken": result.steps_taken,
         "grad_evals": result.grad_evals,
         "wall_time": result.wall_time,
     }
@@ -171,12 +178,15 @@ def summarize(policy_rows: list[dict], oracle_rows: list[dict]) -> dict[str, Any
     """Median log10 ratios against the oracle and the starting constant, per family and overall."""
     oracle: dict[tuple, float] = defaultdict(lambda: math.inf)
     start: dict[tuple, float] = {}
+    doomed: set[tuple] = set()  # starts whose constant run blew up before any control could act
     for row in oracle_rows + policy_rows:
         if row["method"] == "constant":
             key = (row["family"], row["instance"], row["optimizer"])
             oracle[key] = min(oracle[key], row["final_loss"])
             start[(*key, row["lr"])] = row["final_loss"]
-    per_family: dict[str, list[tuple[float, float, bool]]] = defaultdict(list)
+            if row["diverged"] and row.get("steps_taken", math.inf) <= UNAVOIDABLE_STEPS:
+                doomed.add((*key, row["lr"]))
+    per_family: dict[str, list[tuple[float, float, bool, bool]]] = defaultdict(list)
     for row in policy_rows:
         if row["method"] != "policy":
             continue
@@ -185,7 +195,8 @@ def summarize(policy_rows: list[dict], oracle_rows: list[dict]) -> dict[str, Any
         final = row["final_loss"]
         vs_oracle = log10_ratio(final, oracle[key], floor)
         vs_start = log10_ratio(final, start.get((*key, row["lr"]), math.inf), floor)
-        per_family[row["family"]].append((vs_oracle, vs_start, row["diverged"]))
+        avoidable = row["diverged"] and (*key, row["lr"]) not in doomed
+        per_family[row["family"]].append((vs_oracle, vs_start, row["diverged"], avoidable))
     everything = [r for rows in per_family.values() for r in rows]
     summary = {"overall": _score(everything)}
     summary["families"] = {f: _score(rows) for f, rows in sorted(per_family.items())}
@@ -201,7 +212,7 @@ def log10_ratio(a: float, b: float, floor: float) -> float:
     return float(np.clip(math.log10(a / b), -MAX_LOG10, MAX_LOG10))
 
 
-def _score(rows: list[tuple[float, float, bool]]) -> dict[str, float]:
+def _score(rows: list[tuple[float, float, bool, bool]]) -> dict[str, float]:
     if not rows:
         return {}
     vs_oracle = np.array([r[0] for r in rows])
@@ -213,6 +224,7 @@ def _score(rows: list[tuple[float, float, bool]]) -> dict[str, float]:
         "median_log10_vs_start": float(np.median(vs_start)),
         "beats_start_rate": float(np.mean(vs_start < 0)),
         "divergences": int(sum(r[2] for r in rows)),
+        "avoidable_divergences": int(sum(r[3] for r in rows)),
     }
 
 
@@ -241,7 +253,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The summary as a Markdown table, one line per family."""
     head = (
         "| family | runs | median log10(final/oracle) | within 2x of oracle | "
-        "median log10(final/start const) | beats start const | divergences |"
+        "median log10(final/start const) | beats start const | divergences (avoidable) |"
     )
     lines = [head, "|" + "---|" * 7]
     items = [*summary["families"].items(), ("**all**", summary["overall"])]
@@ -249,7 +261,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {s['runs']} | {s['median_log10_vs_oracle']:+.2f} | "
             f"{s['within_2x_of_oracle']:.0%} | {s['median_log10_vs_start']:+.2f} | "
-            f"{s['beats_start_rate']:.0%} | {s['divergences']} |"
+            f"{s['beats_start_rate']:.0%} | {s['divergences']} "
+            f"({s.get('avoidable_divergences', '?')}) |"
         )
     return "\n".join(lines)
 

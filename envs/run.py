@@ -31,6 +31,7 @@ class RunResult:
     func_evals: int  # function evaluations charged to the method (line searches pay these)
     examples_seen: int
     wall_time: float
+    steps_taken: int = 0  # optimizer steps before the budget ran out or the run diverged
     losses: list[float] = field(default_factory=list)  # loss seen at each step
     lrs: list[float] = field(default_factory=list)  # learning rate used at each step
 
@@ -69,6 +70,7 @@ def run_inner(
     losses: list[float] = []
     lrs: list[float] = []
     diverged = False
+    taken = 0
     began = time.perf_counter()
     for _ in range(steps):
         lr = reference_lr(optimizer)
@@ -80,6 +82,7 @@ def run_inner(
             diverged = True
             break
         optimizer.step()
+        taken += 1
         if after_step is not None:
             after_step(loss)
     wall = time.perf_counter() - began
@@ -97,6 +100,7 @@ def run_inner(
         func_evals=func_evals,
         examples_seen=examples,
         wall_time=wall,
+        steps_taken=taken,
         losses=losses,
         lrs=lrs,
     )

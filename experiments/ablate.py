@@ -163,10 +163,12 @@ def table(results: dict[str, list[dict]], timesteps: int, seeds: list[int]) -> s
         f"scored on `val` ({VAL.instances} instances "
         f"per family, {len(VAL.optimizers)} optimizers, initial rates "
         f"{', '.join(f'{x:g}' for x in VAL.initial_lrs)}, {VAL.steps} gradient evaluations, "
-        "oracle = best of 15 constant rates). Scores are log10(final / oracle): lower is better.",
+        "oracle = best of 15 constant rates). Scores are log10(final / oracle): lower is better. "
+        "Avoidable divergences exclude runs whose starting rate blows up within two steps, "
+        "before any scheduler can act (see qlr.agents.evaluate).",
         "",
         "| variant | what changes | median per seed | median, all seeds | within 2x "
-        "| beats start rate | divergences |",
+        "| beats start rate | divergences (avoidable) |",
         "|---|---|---|---|---|---|---|",
     ]
     for variant, summaries in results.items():
@@ -181,7 +183,8 @@ def table(results: dict[str, list[dict]], timesteps: int, seeds: list[int]) -> s
             + " / ".join(f"{x:+.2f}" for x in per_seed)
             + f" | {float(np.median(per_seed)):+.2f} | {pooled('within_2x_of_oracle'):.0%} | "
             f"{pooled('beats_start_rate'):.0%} | "
-            f"{sum(s['overall']['divergences'] for s in summaries)} / {runs} |"
+            f"{sum(s['overall']['divergences'] for s in summaries)} / {runs} "
+            f"({sum(s['overall']['avoidable_divergences'] for s in summaries)}) |"
         )
     return "\n".join(lines)
 
