@@ -84,7 +84,8 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
         "+ guard + lr_drift, without the three gradient features",
     ),
     # Second round: the two changes that helped most in the first, together, and the guard and
-    # lr_drift ablated again on top of them.
+    # lr_drift ablated again on top of them. Rounds one and two ran the first guard, which cut
+    # on every step above 2x the reference, rising or not (see results/ablation/README.md).
     "g09_a5": (
         [_features(FEATURE_NAMES), "env.spike_factor=2.0", "dqn.gamma=0.9", "env.action_factors=5"],
         "guard + lr_drift + discount 0.9 + five factors",
@@ -111,6 +112,17 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
             "env.action_factors=5",
         ],
         "g09_a5 without the spike guard",
+    ),
+    # Third round: the guard cuts only while the loss is still rising.
+    "g09_a5_cut01_rising": (
+        [
+            _features(FEATURE_NAMES),
+            "env.spike_factor=2.0",
+            "env.spike_cut=0.1",
+            "dqn.gamma=0.9",
+            "env.action_factors=5",
+        ],
+        "g09_a5_cut01 with the guard of round three (cuts only while the loss rises)",
     ),
 }
 

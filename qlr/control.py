@@ -87,9 +87,9 @@ class LRController:
 
     * a NaN or infinite loss or gradient multiplies the rate by `nonfinite_cut`;
     * with `spike_factor` set, a loss above `spike_factor` times the mean loss of the previous
-      block multiplies the rate by `spike_cut`. The reference moves only at decisions, so a lasting
-      rise is cut at most `decision_interval` times before the policy sees it; a loss that is
-      merely noisy rarely reaches twice its recent mean.
+      block, and above the loss of the step before, multiplies the rate by `spike_cut`. A loss
+      that keeps rising is cut on every step; one that falls back after a cut is left to recover.
+      A loss that is merely noisy rarely reaches twice its recent mean.
 
     Args:
         action_factors: 3, 5 or 7 (predefined sets), or the multiplicative factors themselves.
@@ -163,13 +163,16 @@ class LRController:
         were not finite and `spike_cut` for a loss spike (see the class docstring); `last_cut`
         says which guard acted.
         """
-        reference = self.tracker.reference_loss
+        reference, previous = self.tracker.reference_loss, self.tracker.last_loss
         stats = self.tracker.update(loss, grads)
         self.last_cut = None
         if not stats.finite:
             self.last_cut = "nonfinite"
             return self.nonfinite_cut
-        if self.spike_factor is not None and reference > 0 and loss > self.spike_factor * reference:
+        spiking = self.spike_factor is not None and reference > 0
+        # Only while the loss is still rising: once a cut has made the rate stable the loss falls
+        # back over a few steps, and cutting on each of them would send the rate to the floor.
+        if spiking and loss > self.spike_factor * reference and loss > previous:
             self.last_cut = "spike"
             return self.spike_cut
         return 1.0

@@ -159,6 +159,11 @@ class FeatureTracker:
             self._log10_lr_change += math.log10(factor)
 
     @property
+    def last_loss(self) -> float:
+        """The latest finite loss recorded (nan before the first)."""
+        return self._last_loss
+
+    @property
     def block_length(self) -> int:
         """Number of steps recorded since the last observation."""
         return len(self._block)

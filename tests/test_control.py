@@ -26,9 +26,11 @@ def test_spike_guard_cuts_on_a_spike_and_not_on_noise():
     assert _feed(controller, [1.0, 1.3, 0.7, 1.9]) == [1.0] * 4
     controller.observe()  # reference becomes the block mean, 1.225
     assert controller.tracker.reference_loss == pytest.approx(1.225)
-    assert _feed(controller, [2.4, 2.5]) == [1.0, 0.5]  # 2.5 > 2 * 1.225
+    assert _feed(controller, [2.4, 2.5]) == [1.0, 0.5]  # 2.5 > 2 * 1.225, and rising
     assert controller.last_cut == "spike"
-    assert _feed(controller, [1.0]) == [1.0] and controller.last_cut is None
+    assert _feed(controller, [2.48]) == [1.0]  # still above 2x, but falling back: left alone
+    assert controller.last_cut is None
+    assert _feed(controller, [2.7]) == [0.5]  # rising again
 
 
 def test_spike_guard_is_off_by_default_and_nonfinite_still_wins():
