@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qlr.agents.evaluate import EvalConfig, oracle_specs, run_specs, summarize
+from qlr.agents.evaluate import EvalConfig, oracle_specs, policy_specs, run_specs, summarize
 from qlr.features import FEATURE_NAMES, FEATURES_V1
 from qlr.policy import atomic_write_bytes
 
@@ -134,8 +135,6 @@ def train_run(variant: str, seed: int, timesteps: int, out: Path) -> Path:
     if policy.is_file():
         return policy
     if run_dir.exists():  # an interrupted run: start it again from scratch
-        import shutil
-
         shutil.rmtree(run_dir)
     overrides = VARIANTS[variant][0] + [
         f"total_timesteps={timesteps}",
@@ -160,8 +159,6 @@ def score(policy: Path, oracle_rows: list[dict], jobs: int) -> dict:
     cache = policy.with_name("val_scores.json")
     if cache.is_file():
         return json.loads(cache.read_text())
-    from qlr.agents.evaluate import policy_specs
-
     rows = run_specs(policy_specs(VAL, str(policy)), jobs)
     summary = summarize(rows, oracle_rows)
     atomic_write_bytes(cache, json.dumps(summary, indent=1).encode())

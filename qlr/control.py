@@ -185,12 +185,6 @@ class LRController:
         """The observation for a decision (the selected features); starts the next block."""
         return self.tracker.observation()[self._feature_index]
 
-    def next_lr(self, lr: float, action: int) -> float:
-        """The learning rate after taking `action` at rate `lr`, within the bounds."""
-        if not 0 <= int(action) < self.n_actions:
-            raise ValueError(f"action must be in [0, {self.n_actions}), got {action}")
-        return self.clamp(lr * self.action_factors[int(action)])
-
     def scale(self, optimizer: torch.optim.Optimizer, factor: float) -> bool:
         """Multiply the optimizer's rates by `factor`, within the bounds, and remember the move.
 
