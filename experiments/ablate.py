@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from qlr.agents.evaluate import EvalConfig, oracle_specs, policy_specs, run_specs, summarize
-from qlr.features import FEATURE_NAMES, FEATURES_V1
+from qlr.features import FEATURES_V1, FEATURES_V2
 from qlr.policy import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def _features(names) -> str:
     return "env.features=[" + ",".join(names) + "]"
 
 
-NO_GRAD = [n for n in FEATURE_NAMES if not n.startswith("grad_")]
+NO_GRAD = [n for n in FEATURES_V2 if not n.startswith("grad_")]
 # name -> (overrides of default.yaml, what it tests). Each variant states every key it depends
 # on, so the table keeps its meaning when default.yaml changes.
 VARIANTS: dict[str, tuple[list[str], str]] = {
@@ -57,7 +57,7 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
         "the first shipped recipe: ten features, no guard",
     ),
     "lr_drift": (
-        [_features(FEATURE_NAMES), "env.spike_factor=null"],
+        [_features(FEATURES_V2), "env.spike_factor=null"],
         "+ the lr_drift feature",
     ),
     "guard": (
@@ -65,19 +65,19 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
         "+ the spike guard (x0.5 when a loss exceeds 2x the last block's mean)",
     ),
     "guard_drift": (
-        [_features(FEATURE_NAMES), "env.spike_factor=2.0"],
+        [_features(FEATURES_V2), "env.spike_factor=2.0"],
         "+ guard + lr_drift",
     ),
     "guard_drift_h120": (
-        [_features(FEATURE_NAMES), "env.spike_factor=2.0", "env.horizon=120"],
+        [_features(FEATURES_V2), "env.spike_factor=2.0", "env.horizon=120"],
         "+ guard + lr_drift, episodes of 120 decisions instead of 60",
     ),
     "guard_drift_g09": (
-        [_features(FEATURE_NAMES), "env.spike_factor=2.0", "dqn.gamma=0.9"],
+        [_features(FEATURES_V2), "env.spike_factor=2.0", "dqn.gamma=0.9"],
         "+ guard + lr_drift, discount 0.9 instead of 0.99",
     ),
     "guard_drift_a5": (
-        [_features(FEATURE_NAMES), "env.spike_factor=2.0", "env.action_factors=5"],
+        [_features(FEATURES_V2), "env.spike_factor=2.0", "env.action_factors=5"],
         "+ guard + lr_drift, five factors instead of three",
     ),
     "guard_drift_nograd": (
@@ -88,12 +88,12 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     # lr_drift ablated again on top of them. Rounds one and two ran the first guard, which cut
     # on every step above 2x the reference, rising or not (see results/ablation/README.md).
     "g09_a5": (
-        [_features(FEATURE_NAMES), "env.spike_factor=2.0", "dqn.gamma=0.9", "env.action_factors=5"],
+        [_features(FEATURES_V2), "env.spike_factor=2.0", "dqn.gamma=0.9", "env.action_factors=5"],
         "guard + lr_drift + discount 0.9 + five factors",
     ),
     "g09_a5_cut01": (
         [
-            _features(FEATURE_NAMES),
+            _features(FEATURES_V2),
             "env.spike_factor=2.0",
             "env.spike_cut=0.1",
             "dqn.gamma=0.9",
@@ -107,7 +107,7 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     ),
     "g09_a5_noguard": (
         [
-            _features(FEATURE_NAMES),
+            _features(FEATURES_V2),
             "env.spike_factor=null",
             "dqn.gamma=0.9",
             "env.action_factors=5",
@@ -117,7 +117,7 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     # Third round: the guard cuts only while the loss is still rising.
     "g09_a5_cut01_rising": (
         [
-            _features(FEATURE_NAMES),
+            _features(FEATURES_V2),
             "env.spike_factor=2.0",
             "env.spike_cut=0.1",
             "dqn.gamma=0.9",

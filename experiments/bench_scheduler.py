@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 
 from qlr import QLRScheduler
-from qlr.features import OBS_DIM
+from qlr.features import FEATURES_V2
 from qlr.policy import Policy, PolicyMetadata, save_policy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +85,7 @@ class TimeRow:
 def random_policy_file(directory: Path, seed: int = 0) -> Path:
     """A policy file with random weights in the shape the shipped default will have."""
     gen = torch.Generator().manual_seed(seed)
-    sizes = [OBS_DIM, 64, 64, 3]
+    sizes = [len(FEATURES_V2), 64, 64, 3]
     layers = [
         (torch.randn(n_out, n_in, generator=gen) / math.sqrt(n_in), torch.zeros(n_out))
         for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)

@@ -4,6 +4,7 @@
 `qlr.agents` (stable-baselines3), which import this package and never the other way round.
 """
 
+from qlr.batching import DynamicBatchSampler
 from qlr.control import ACTION_SETS, LRController, resolve_action_factors, scale_lr
 from qlr.features import FEATURE_NAMES, FEATURE_VERSION, OBS_DIM, FeatureTracker
 from qlr.policy import Policy, PolicyFileError, PolicyMetadata, load_policy, save_policy
@@ -13,6 +14,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTION_SETS",
+    "DynamicBatchSampler",
     "FEATURE_NAMES",
     "FEATURE_VERSION",
     "OBS_DIM",

@@ -2,7 +2,8 @@
 
 `LRController` owns everything between "an optimizer step happened" and "the learning rate
 changes": the feature tracker, the decision interval, the action factors, the bounds and the
-per-step guard. The environment and `QLRScheduler` drive the same object, so a policy is trained
+per-step guard; and, for a controller that also acts on the batch size, the batch size the loop
+should use next. The environment and `QLRScheduler` drive the same object, so a policy is trained
 with exactly the rules it will run under.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from qlr.features import FEATURE_NAMES, FeatureTracker
+from qlr.features import FEATURE_NAMES, FEATURES_V2, FeatureTracker
 
 # Factors symmetric in log space; the wider sets follow Almeida et al. (2021).
 ACTION_SETS: dict[int, tuple[float, ...]] = {
@@ -24,10 +25,15 @@ ACTION_SETS: dict[int, tuple[float, ...]] = {
 }
 
 
-def resolve_features(names: Sequence[str] | None) -> tuple[str, ...]:
-    """Check a selection of feature names (None: all of them) and return it as a tuple."""
+def resolve_features(names: Sequence[str] | None, batch: bool = False) -> tuple[str, ...]:
+    """Check a selection of feature names and return it as a tuple.
+
+    None selects the default: every feature for a controller that also sets the batch size
+    (`batch`), and the rate features of version 2 (all but ``grad_noise`` and ``batch_growth``)
+    for one that does not, which saves it reading gradients on every step.
+    """
     if names is None:
-        return FEATURE_NAMES
+        return FEATURE_NAMES if batch else FEATURES_V2
     if isinstance(names, str):
         raise ValueError(f"features must be a list of feature names, got the string {names!r}")
     names = tuple(names)
@@ -38,6 +44,23 @@ def resolve_features(names: Sequence[str] | None) -> tuple[str, ...]:
             + (f"; unknown: {unknown}" if unknown else "")
         )
     return names
+
+
+def resolve_batch_factors(spec: Sequence[float] | None) -> tuple[float, ...] | None:
+    """Check the batch-size factors of a noise-level controller (None: rate-only control)."""
+    if spec is None:
+        return None
+    try:
+        factors = tuple(float(f) for f in spec)
+    except TypeError as err:
+        raise ValueError(
+            f"batch_factors must be a sequence of positive factors, got {spec!r}"
+        ) from err
+    if len(factors) < 2 or not all(math.isfinite(f) and f > 0 for f in factors):
+        raise ValueError(f"batch_factors must hold at least two positive factors, got {spec!r}")
+    if 1.0 not in factors:
+        raise ValueError(f"batch_factors must include 1 (keep the batch size), got {spec!r}")
+    return factors
 
 
 def resolve_action_factors(spec: int | Sequence[float]) -> tuple[float, ...]:
@@ -91,6 +114,12 @@ class LRController:
       that keeps rising is cut on every step; one that falls back after a cut is left to recover.
       A loss that is merely noisy rarely reaches twice its recent mean.
 
+    With `batch_factors`, every action is a pair (rate factor, batch factor): action
+    ``i * len(batch_factors) + j`` multiplies the rate by ``action_factors[i]`` and the batch size
+    by ``batch_factors[j]``. A decision is then taken every ``decision_interval`` steps *at the
+    starting batch size*: at twice the batch, half as many steps, so that every decision spends
+    the same number of examples and a larger batch buys no extra progress per decision.
+
     Args:
         action_factors: 3, 5 or 7 (predefined sets), or the multiplicative factors themselves.
         decision_interval: optimizer steps between two decisions (k).
@@ -98,9 +127,15 @@ class LRController:
         max_lr: the learning rate is never set above this.
         nonfinite_cut: factor applied at once when a step's loss or gradient is NaN or infinite.
         history: past decisions kept by the feature tracker for its loss rank feature.
-        features: names of the features the policy reads, in order (default: all of them).
+        features: names of the features the policy reads, in order (default: see
+            `resolve_features`).
         spike_factor: loss ratio that trips the spike guard; None switches it off.
         spike_cut: factor the spike guard applies.
+        batch_factors: batch-size factors for a controller that also sets the batch (None: it
+            sets only the rate; see above).
+        batch_size: the batch size the run starts with (needed with `batch_factors`).
+        max_batch_size: the batch size is never set above this (default: 8 x `batch_size`).
+        min_batch_size: the batch size is never set below this.
     """
 
     def __init__(
@@ -114,8 +149,13 @@ class LRController:
         features: Sequence[str] | None = None,
         spike_factor: float | None = None,
         spike_cut: float = 0.5,
+        batch_factors: Sequence[float] | None = None,
+        batch_size: int | None = None,
+        max_batch_size: int | None = None,
+        min_batch_size: int = 1,
     ) -> None:
         self.action_factors = resolve_action_factors(action_factors)
+        self.batch_factors = resolve_batch_factors(batch_factors)
         if int(decision_interval) != decision_interval or decision_interval < 1:
             raise ValueError(
                 f"decision_interval must be a positive integer, got {decision_interval}"
@@ -136,14 +176,48 @@ class LRController:
         self.nonfinite_cut = float(nonfinite_cut)
         self.spike_factor = None if spike_factor is None else float(spike_factor)
         self.spike_cut = float(spike_cut)
-        self.features = resolve_features(features)
+        self.features = resolve_features(features, batch=self.batch_factors is not None)
         self._feature_index = [FEATURE_NAMES.index(n) for n in self.features]
-        self.tracker = FeatureTracker(interval=self.decision_interval, history=history)
+        self.tracker = FeatureTracker(
+            interval=self.decision_interval,
+            history=history,
+            dense="grad_noise" in self.features,
+        )
         self.last_cut: str | None = None  # "nonfinite" or "spike": the guard just tripped
+        self.start_batch_size: int | None = None
+        self.batch_size: int | None = None
+        self.min_batch_size = self.max_batch_size = None
+        if batch_size is not None:
+            self.set_batch_bounds(batch_size, max_batch_size, min_batch_size)
+        elif self.batch_factors is not None:
+            raise ValueError("a controller with batch_factors needs the starting batch_size")
+
+    def set_batch_bounds(
+        self, batch_size: int, max_batch_size: int | None = None, min_batch_size: int = 1
+    ) -> None:
+        """Start from `batch_size`, kept within [`min_batch_size`, `max_batch_size`]."""
+        _check_batch("batch_size", batch_size)
+        max_batch_size = 8 * int(batch_size) if max_batch_size is None else max_batch_size
+        _check_batch("max_batch_size", max_batch_size)
+        _check_batch("min_batch_size", min_batch_size)
+        if not min_batch_size <= batch_size <= max_batch_size:
+            raise ValueError(
+                f"need min_batch_size <= batch_size <= max_batch_size, got {min_batch_size}, "
+                f"{batch_size}, {max_batch_size}"
+            )
+        self.start_batch_size = self.batch_size = int(batch_size)
+        self.min_batch_size, self.max_batch_size = int(min_batch_size), int(max_batch_size)
+        self._update_interval()
 
     @property
     def n_actions(self) -> int:
-        return len(self.action_factors)
+        return len(self.action_factors) * len(self.batch_factors or (1.0,))
+
+    def action(self, index: int) -> tuple[float, float]:
+        """The (rate factor, batch factor) of action `index`."""
+        per_rate = len(self.batch_factors or (1.0,))
+        rate, batch = divmod(int(index), per_rate)
+        return self.action_factors[rate], (self.batch_factors or (1.0,))[batch]
 
     @property
     def obs_dim(self) -> int:
@@ -152,6 +226,9 @@ class LRController:
     def reset(self) -> None:
         self.tracker.reset()
         self.last_cut = None
+        if self.start_batch_size is not None:
+            self.batch_size = self.start_batch_size
+            self._update_interval()
 
     def clamp(self, lr: float) -> float:
         return min(self.max_lr, max(self.min_lr, lr))
@@ -179,7 +256,34 @@ class LRController:
 
     @property
     def decision_due(self) -> bool:
-        return self.tracker.block_length >= self.decision_interval
+        return self.tracker.block_length >= self.tracker.interval
+
+    def _update_interval(self) -> None:
+        """Steps per decision: `decision_interval` at the starting batch, fewer at larger ones."""
+        interval = self.decision_interval
+        if self.batch_factors is not None and self.batch_size and self.start_batch_size:
+            interval = max(1, round(interval * self.start_batch_size / self.batch_size))
+        self.tracker.interval = interval
+
+    def scale_batch(self, factor: float) -> int | None:
+        """Multiply the batch size by `factor` (rounded, within bounds); return the new size.
+
+        Returns None, changing nothing, for a controller that does not know its batch size.
+        """
+        if self.batch_size is None:
+            return None
+        new = min(self.max_batch_size, max(self.min_batch_size, round(self.batch_size * factor)))
+        if new != self.batch_size:
+            self.tracker.record_batch_change(new / self.batch_size)
+            self.batch_size = int(new)
+            self._update_interval()
+        return self.batch_size
+
+    def apply_action(self, optimizer: torch.optim.Optimizer, index: int) -> int | None:
+        """Apply action `index` (rate and, if any, batch factor); return the new batch size."""
+        rate_factor, batch_factor = self.action(index)
+        self.scale(optimizer, rate_factor)
+        return self.scale_batch(batch_factor) if self.batch_factors is not None else None
 
     def observe(self) -> np.ndarray:
         """The observation for a decision (the selected features); starts the next block."""
@@ -198,3 +302,8 @@ class LRController:
         scale_lr(optimizer, ratio)
         self.tracker.record_lr_change(ratio)
         return True
+
+
+def _check_batch(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -11,8 +11,9 @@ learning rate, the step count or the total number of steps, since deployment rar
 ``lr_drift`` only says how far the controller has moved the rate from where the run started
 (a ratio, so it is as scale-free as the rest).
 
-Version history: 1 had the first ten features; 2 appended ``lr_drift`` and left the first ten
-unchanged, so a version-1 policy reads them as a subset.
+Version history: 1 had the first ten features; 2 appended ``lr_drift``; 3 appended ``grad_noise``
+and ``batch_growth`` for controllers that also set the batch size. Earlier features never change
+meaning, so an older policy reads its features as a subset of the newer ones.
 
 Cost: gradients are read on two steps per decision, the block's last two (|g|^2 on both, and
 g . g_prev between them); every other step only records the loss. The only parameter-sized memory
@@ -23,6 +24,10 @@ than the copy. On accelerators, whose caching allocators keep freed memory, the 
 reference when the loop sets gradients to None (torch's default ``zero_grad``); if gradients are
 reused in place (``zero_grad(set_to_none=False)``), their version counter shows it, and from then
 on it copies them too.
+
+A policy that reads ``grad_noise`` needs the disagreement of every pair of successive gradients in
+the block, so for it the tracker reads (and keeps) the gradients on every step (``dense=True``):
+one more dot product and copy per step.
 
 A non-finite gradient is therefore seen on the steps that read gradients; on the others it shows
 up one step later, in the loss of the parameters it has corrupted.
@@ -38,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
 
 FEATURE_NAMES: tuple[str, ...] = (
     "loss_change_step",  # relative change of the loss over the last optimizer step
@@ -52,8 +57,12 @@ FEATURE_NAMES: tuple[str, ...] = (
     "grad_norm_change",  # relative change of the gradient norm since the previous decision
     "nonfinite",  # 1 if a loss or gradient in the block was NaN or infinite
     "lr_drift",  # tanh(log10(rate / starting rate) / 3): how far the rate has been moved
+    "grad_noise",  # successive gradients' disagreement: 0 equal, .5 orthogonal (noise), 1 opposite
+    "batch_growth",  # tanh(log2(batch / starting batch) / 3): how far the batch has been grown
 )
 FEATURES_V1 = FEATURE_NAMES[:10]  # what a version-1 policy reads
+FEATURES_V2 = FEATURE_NAMES[:11]  # what a version-2 policy reads
+FEATURES_BY_VERSION = {1: FEATURES_V1, 2: FEATURES_V2, 3: FEATURE_NAMES}
 
 OBS_DIM = len(FEATURE_NAMES)
 OBS_LOW = -1.0
@@ -64,6 +73,7 @@ _SPREAD = 100.0
 _LOG_SPREAD = math.log1p(_SPREAD)
 _TINY = 1e-300
 _DRIFT_DECADES = 3.0  # lr_drift reaches tanh(1) = 0.76 after three decades of movement
+_GROWTH_DOUBLINGS = 3.0  # batch_growth reaches tanh(1) = 0.76 at 8 times the starting batch
 
 
 def relative_change(new: float, old: float) -> float:
@@ -108,6 +118,8 @@ class FeatureTracker:
             two steps before each decision.
         history: number of past decisions kept for the loss rank feature (M in Hansen's paper).
         noise_window: number of past steps over which the loss noise is measured.
+        dense: read the gradients on every step, so that ``grad_noise`` averages every pair of
+            successive gradients in the block rather than only the last pair.
 
     Example:
         >>> tracker = FeatureTracker(interval=5)
@@ -121,7 +133,9 @@ class FeatureTracker:
     version = FEATURE_VERSION
     names = FEATURE_NAMES
 
-    def __init__(self, interval: int = 1, history: int = 5, noise_window: int = 10) -> None:
+    def __init__(
+        self, interval: int = 1, history: int = 5, noise_window: int = 10, dense: bool = False
+    ) -> None:
         if interval < 1:
             raise ValueError(f"interval must be >= 1, got {interval}")
         if history < 1:
@@ -132,6 +146,7 @@ class FeatureTracker:
         self._copy_on_cpu = True  # see the module docstring; tests switch it off
         self.history = history
         self.noise_window = noise_window
+        self.dense = bool(dense)
         self.reset()
 
     def reset(self) -> None:
@@ -150,6 +165,7 @@ class FeatureTracker:
         self._block: list[StepStats] = []
         self._decision_grad_norm: float | None = None
         self._log10_lr_change = 0.0  # sum of log10 of every factor the rate was scaled by
+        self._log2_batch_change = 0.0  # likewise for the batch size
         self.reference_loss = math.nan  # mean loss of the last closed block (spike guard)
         self.steps = 0
 
@@ -157,6 +173,11 @@ class FeatureTracker:
         """Note that the learning rate was just multiplied by `factor` (for ``lr_drift``)."""
         if factor > 0 and math.isfinite(factor):
             self._log10_lr_change += math.log10(factor)
+
+    def record_batch_change(self, factor: float) -> None:
+        """Note that the batch size was just multiplied by `factor` (for ``batch_growth``)."""
+        if factor > 0 and math.isfinite(factor):
+            self._log2_batch_change += math.log2(factor)
 
     @property
     def last_loss(self) -> float:
@@ -180,6 +201,8 @@ class FeatureTracker:
         # first block's reference norm). Other steps cost nothing but the loss.
         align = position + 1 >= interval
         keep = position + 2 == interval or interval == 1 or position + 1 > interval
+        if self.dense:
+            align = keep = True
         measure = align or keep or (position == 0 and not self._decision_losses)
         grad_norm_sq, grad_dot_prev = math.nan, math.nan
         if measure:
@@ -266,8 +289,10 @@ class FeatureTracker:
         obs = np.zeros(OBS_DIM, dtype=np.float64)
         obs[9] = 1.0 if len(finite_steps) < len(block) else 0.0
         obs[10] = math.tanh(self._log10_lr_change / _DRIFT_DECADES)
+        obs[12] = math.tanh(self._log2_batch_change / _GROWTH_DOUBLINGS)
         if finite_steps:
             obs[:9] = self._finite_features(finite_steps)
+            obs[11] = _gradient_disagreement(finite_steps)
             self.reference_loss = _mean([s.loss for s in finite_steps])
             self._decision_losses.append(self._last_loss)
             self._decision_grad_norm = math.sqrt(finite_steps[-1].grad_norm_sq)
@@ -330,6 +355,8 @@ class FeatureTracker:
             "decision_grad_norm": self._decision_grad_norm,
             "step_changes": list(self._step_changes),
             "log10_lr_change": self._log10_lr_change,
+            "log2_batch_change": self._log2_batch_change,
+            "dense": self.dense,
             "reference_loss": self.reference_loss,
             "block_start_loss": self._block_start_loss,
             "block_start_grad_norm": self._block_start_grad_norm,
@@ -338,10 +365,11 @@ class FeatureTracker:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("version") != self.version:
+        # Version 2 states lack only the batch fields, whose defaults are exact for them.
+        if state.get("version") not in (2, self.version):
             raise ValueError(
-                f"feature state has version {state.get('version')!r}, this tracker computes "
-                f"version {self.version}"
+                f"feature state has version {state.get('version')!r}, this tracker reads "
+                f"versions 2 to {self.version}"
             )
         self.interval = int(state["interval"])
         self.history = int(state["history"])
@@ -360,11 +388,28 @@ class FeatureTracker:
         self._decision_grad_norm = None if dgn is None else float(dgn)
         self._step_changes.extend(float(x) for x in state["step_changes"])
         self._log10_lr_change = float(state["log10_lr_change"])
+        self._log2_batch_change = float(state.get("log2_batch_change", 0.0))
+        self.dense = bool(state.get("dense", self.dense))
         self.reference_loss = float(state["reference_loss"])
         self._block_start_loss = float(state["block_start_loss"])
         self._block_start_grad_norm = float(state["block_start_grad_norm"])
         self._block = [StepStats(**s) for s in state["block"]]
         self.steps = int(state["steps"])
+
+
+def _gradient_disagreement(steps: list[StepStats]) -> float:
+    """Mean over successive gradient pairs of |g - g'|^2 / (2 (|g|^2 + |g'|^2)), in [0, 1].
+
+    Two minibatch gradients taken at nearly the same point differ by their noise: the value is
+    about half the fraction of |g|^2 that is noise (0.5 for pure noise, 0 for none), and above
+    0.5 only when successive gradients point against each other (overshooting).
+    """
+    values = []
+    for s in steps:
+        total = s.grad_norm_sq + s.prev_grad_norm_sq
+        if total > 0 and math.isfinite(s.grad_dot_prev) and math.isfinite(total):
+            values.append(0.5 - s.grad_dot_prev / total)
+    return _mean(values)
 
 
 def _total(terms: list[torch.Tensor]) -> torch.Tensor:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qlr.features import FEATURE_NAMES, FEATURE_VERSION, FEATURES_V1
+from qlr.features import FEATURE_VERSION, FEATURES_BY_VERSION, FEATURES_V2
 
 FORMAT_NAME = "qlr-policy"
 FORMAT_VERSION = 1
@@ -56,11 +56,13 @@ class PolicyMetadata:
     hidden_sizes: tuple[int, ...]
     activation: str = "relu"
     feature_version: int = FEATURE_VERSION
-    feature_names: tuple[str, ...] = FEATURE_NAMES
+    feature_names: tuple[str, ...] = FEATURES_V2  # the rate-only default
     obs_mean: tuple[float, ...] | None = None
     obs_std: tuple[float, ...] | None = None
     spike_factor: float | None = None  # the spike guard it was trained with (None: none)
     spike_cut: float = 0.5
+    batch_factors: tuple[float, ...] | None = None  # set for a controller that grows the batch
+    max_batch_growth: float | None = None  # the batch bound it was trained with (x start)
     extra: dict[str, Any] = field(default_factory=dict)  # training config hash, scores, ...
 
     def to_json(self) -> str:
@@ -79,6 +81,9 @@ class PolicyMetadata:
             "spike_cut": self.spike_cut,
             "extra": self.extra,
         }
+        if self.batch_factors is not None:  # absent from rate-only files, as in older ones
+            data["batch_factors"] = list(self.batch_factors)
+            data["max_batch_growth"] = self.max_batch_growth
         return json.dumps(data, sort_keys=True)
 
 
@@ -87,7 +92,7 @@ class Policy:
 
     Attributes:
         obs_dim: length of the observation the network reads.
-        n_actions: number of actions (learning-rate factors).
+        n_actions: number of actions (learning-rate factors, times batch factors if any).
         metadata: the `PolicyMetadata` the file carried.
     """
 
@@ -107,6 +112,11 @@ class Policy:
     @property
     def decision_interval(self) -> int:
         return self.metadata.decision_interval
+
+    @property
+    def batch_factors(self) -> tuple[float, ...] | None:
+        """Batch-size factors of a noise-level controller; None for rate-only control."""
+        return self.metadata.batch_factors
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -131,7 +141,9 @@ class Policy:
             f"Policy(obs_dim={self.obs_dim}, n_actions={self.n_actions}, "
             f"hidden={list(self.metadata.hidden_sizes)}, "
             f"factors={[round(f, 4) for f in self.action_factors]}, "
-            f"interval={self.decision_interval})"
+            f"interval={self.decision_interval}"
+            + (f", batch_factors={list(self.batch_factors)}" if self.batch_factors else "")
+            + ")"
         )
 
 
@@ -265,10 +277,14 @@ def _parse_metadata(path: Path, header: dict) -> PolicyMetadata:
         spike = meta.get("spike_factor")  # absent from files older than feature version 2
         spike = None if spike is None else float(spike)
         spike_cut = float(meta.get("spike_cut", 0.5))
+        batch = meta.get("batch_factors")  # absent from rate-only files
+        batch = None if batch is None else tuple(float(f) for f in batch)
+        growth = meta.get("max_batch_growth")
+        growth = None if growth is None else float(growth)
     except (KeyError, TypeError, ValueError) as err:
         raise PolicyFileError(path, f"metadata field missing or malformed ({err})") from None
-    # Features keep their meaning across versions; a version-1 file reads the first ten.
-    known = FEATURES_V1 if meta["feature_version"] == 1 else FEATURE_NAMES
+    # Features keep their meaning across versions; an older file reads a subset of them.
+    known = FEATURES_BY_VERSION[meta["feature_version"]]
     if not names or len(set(names)) != len(names) or not set(names) <= set(known):
         raise PolicyFileError(
             path, f"feature names {list(names)} are not distinct names from {list(known)}"
@@ -281,6 +297,12 @@ def _parse_metadata(path: Path, header: dict) -> PolicyMetadata:
         raise PolicyFileError(path, f"action factors {list(factors)} are not positive numbers")
     if interval < 1:
         raise PolicyFileError(path, f"decision interval {interval} is not positive")
+    if batch is not None and (
+        len(batch) < 2 or 1.0 not in batch or not all(math.isfinite(f) and f > 0 for f in batch)
+    ):
+        raise PolicyFileError(path, f"batch factors {list(batch)} are not positive, with 1")
+    if growth is not None and not (math.isfinite(growth) and growth >= 1):
+        raise PolicyFileError(path, f"max_batch_growth {growth} is not a number >= 1")
     if activation not in ACTIVATIONS:
         raise PolicyFileError(path, f"activation {activation!r} not one of {sorted(ACTIVATIONS)}")
     for name, stats in (("obs_mean", mean), ("obs_std", std)):
@@ -299,6 +321,8 @@ def _parse_metadata(path: Path, header: dict) -> PolicyMetadata:
         obs_std=std,
         spike_factor=spike,
         spike_cut=spike_cut,
+        batch_factors=batch,
+        max_batch_growth=growth,
         extra=extra,
     )
 
@@ -326,7 +350,8 @@ def _read_tensors(path: Path, header: dict, body: bytes) -> dict[str, torch.Tens
 
 
 def _layers(path: Path, tensors: dict, meta: PolicyMetadata) -> list:
-    sizes = [len(meta.feature_names), *meta.hidden_sizes, len(meta.action_factors)]
+    n_actions = len(meta.action_factors) * len(meta.batch_factors or (1.0,))
+    sizes = [len(meta.feature_names), *meta.hidden_sizes, n_actions]
     layers = []
     for i in range(len(sizes) - 1):
         w, b = tensors.get(f"layers.{i}.weight"), tensors.get(f"layers.{i}.bias")

@@ -39,6 +39,11 @@ class QLRScheduler:
     * With an AMP ``GradScaler`` passed as ``scaler``, a step the scaler skipped (its scale fell)
       is not counted. Call ``scheduler.step(loss)`` after ``scaler.update()``.
     * No total number of steps is needed.
+    * A policy trained with batch actions (``policy.batch_factors``) also sets the batch size:
+      pass the loop's starting ``batch_size``, and read ``scheduler.batch_size`` for the next
+      batch, for instance through `qlr.DynamicBatchSampler`. Decisions then come every
+      ``k * batch_size / start`` steps (the same number of examples per decision). A rate-only
+      policy never changes the batch size.
 
     Args:
         optimizer: any ``torch.optim`` optimizer.
@@ -48,6 +53,10 @@ class QLRScheduler:
         nonfinite_cut: factor applied to the rate after a non-finite loss or gradient.
         scaler: the ``torch.amp.GradScaler`` of a mixed-precision loop, if any.
         writer: a TensorBoard ``SummaryWriter``; logs the rate, action and q-values per decision.
+        batch_size: the loop's starting batch size; required by a policy with batch actions.
+        max_batch_size: the batch size is never set above this (default: the growth bound the
+            policy was trained with, times `batch_size`).
+        min_batch_size: the batch size is never set below this.
 
     Example:
         >>> model = torch.nn.Linear(10, 1)
@@ -70,6 +79,9 @@ class QLRScheduler:
         nonfinite_cut: float = 0.1,
         scaler: Any | None = None,
         writer: Any | None = None,
+        batch_size: int | None = None,
+        max_batch_size: int | None = None,
+        min_batch_size: int = 1,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"{type(optimizer).__name__} is not a torch.optim.Optimizer")
@@ -81,6 +93,14 @@ class QLRScheduler:
             )
         self.optimizer = optimizer
         self.policy = load_policy(policy)
+        if self.policy.batch_factors is not None and batch_size is None:
+            raise ValueError(
+                f"{self.policy!r} also sets the batch size: pass batch_size=<the loop's starting "
+                "batch size> and feed the loop from scheduler.batch_size (qlr.DynamicBatchSampler)"
+            )
+        growth = self.policy.metadata.max_batch_growth or 8.0
+        if batch_size is not None and max_batch_size is None:
+            max_batch_size = max(int(batch_size), int(growth * batch_size))
         self.controller = LRController(
             action_factors=self.policy.action_factors,
             decision_interval=self.policy.decision_interval,
@@ -90,6 +110,10 @@ class QLRScheduler:
             features=self.policy.metadata.feature_names,
             spike_factor=self.policy.metadata.spike_factor,
             spike_cut=self.policy.metadata.spike_cut,
+            batch_factors=self.policy.batch_factors,
+            batch_size=batch_size,
+            max_batch_size=max_batch_size,
+            min_batch_size=min_batch_size,
         )
         self.scaler = scaler
         self.writer = writer
@@ -140,16 +164,26 @@ class QLRScheduler:
             self._decide()
         self._last_lr = self._group_lrs()
 
+    @property
+    def batch_size(self) -> int | None:
+        """The batch size the loop should use next (None when it was never given)."""
+        return self.controller.batch_size
+
     def _decide(self) -> None:
         obs = self.controller.observe()
         q_values = self.policy.q_values(obs)
         action = int(q_values.argmax())
         self.last_observation = obs
-        self._apply_factor(self.controller.action_factors[action])
+        rate_factor, batch_factor = self.controller.action(action)
+        self._apply_factor(rate_factor)
+        if self.policy.batch_factors is not None:
+            self.controller.scale_batch(batch_factor)
         self.last_action = action
         self.decisions += 1
         if self.writer is not None:
             self.writer.add_scalar("qlr/lr", reference_lr(self.optimizer), self.steps)
+            if self.batch_size is not None:
+                self.writer.add_scalar("qlr/batch_size", self.batch_size, self.steps)
             self.writer.add_scalar("qlr/action", action, self.steps)
             for i, q in enumerate(q_values):
                 self.writer.add_scalar(f"qlr/q_value/{i}", float(q), self.steps)
@@ -193,6 +227,7 @@ class QLRScheduler:
             "warned_nonfinite": self._warned_nonfinite,
             "min_lr": self.controller.min_lr,
             "max_lr": self.controller.max_lr,
+            "batch_size": self.controller.batch_size,
             "tracker": self.controller.tracker.state_dict(),
         }
 
@@ -207,11 +242,16 @@ class QLRScheduler:
         self.controller.min_lr = float(state_dict["min_lr"])
         self.controller.max_lr = float(state_dict["max_lr"])
         self.controller.tracker.load_state_dict(state_dict["tracker"])
+        batch_size = state_dict.get("batch_size")  # absent before batch control
+        if batch_size is not None and self.controller.batch_size is not None:
+            self.controller.batch_size = int(batch_size)
+            self.controller.tracker.interval = int(state_dict["tracker"]["interval"])
         self._last_lr = self._group_lrs()
 
     def __repr__(self) -> str:
+        batch = f", batch_size={self.batch_size}" if self.batch_size is not None else ""
         return (
-            f"QLRScheduler(lr={reference_lr(self.optimizer):.3g}, steps={self.steps}, "
+            f"QLRScheduler(lr={reference_lr(self.optimizer):.3g}{batch}, steps={self.steps}, "
             f"policy={self.policy!r})"
         )
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from qlr.features import FEATURE_NAMES
+from qlr.features import FEATURES_V2
 from qlr.policy import Policy, PolicyMetadata
 
 
@@ -13,12 +13,15 @@ def build_policy(
     interval=5,
     seed=0,
     favour: int | None = None,
-    features=FEATURE_NAMES,
+    features=FEATURES_V2,
     spike_factor: float | None = None,
+    batch_factors: tuple[float, ...] | None = None,
+    max_batch_growth: float | None = None,
 ) -> Policy:
     """A policy with random weights, or one that always picks action `favour`."""
     gen = torch.Generator().manual_seed(seed)
-    sizes = [len(features), *hidden, len(factors)]
+    n_actions = len(factors) * len(batch_factors or (1.0,))
+    sizes = [len(features), *hidden, n_actions]
     layers = []
     for i in range(len(sizes) - 1):
         w = torch.randn(sizes[i + 1], sizes[i], generator=gen)
@@ -28,7 +31,7 @@ def build_policy(
         w, b = layers[-1]
         layers[-1] = (
             torch.zeros_like(w),
-            torch.where(torch.arange(len(factors)) == favour, 1.0, 0.0),
+            torch.where(torch.arange(n_actions) == favour, 1.0, 0.0),
         )
     meta = PolicyMetadata(
         action_factors=factors,
@@ -36,6 +39,8 @@ def build_policy(
         hidden_sizes=hidden,
         feature_names=tuple(features),
         spike_factor=spike_factor,
+        batch_factors=batch_factors,
+        max_batch_growth=max_batch_growth,
     )
     return Policy(layers, meta)
 

@@ -9,7 +9,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import qlr.envs  # noqa: F401  (registers the environment)
 from qlr.envs import DISTRIBUTIONS, FAMILIES, LearningRateEnv
 from qlr.envs.distributions import make_distribution
-from qlr.features import FEATURE_NAMES
+from qlr.features import FEATURES_V2
 
 CONFIGS = [
     {},
@@ -33,7 +33,7 @@ def test_default_spaces():
     env = gym.make("qlr/LearningRate-v0")
     assert isinstance(env.action_space, gym.spaces.Discrete) and env.action_space.n == 3
     space = env.observation_space
-    assert space.shape == (len(FEATURE_NAMES),) and space.dtype == np.float32
+    assert space.shape == (len(FEATURES_V2),) and space.dtype == np.float32
     assert np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))
 
 
@@ -208,7 +208,7 @@ def test_works_under_subproc_vec_env():
     )
     try:
         obs = vec.reset()
-        assert obs.shape == (2, len(FEATURE_NAMES))
+        assert obs.shape == (2, len(FEATURES_V2))
         obs, rewards, dones, infos = vec.step(np.array([0, 2]))
         assert np.all(np.isfinite(obs)) and np.all(np.isfinite(rewards))
     finally:

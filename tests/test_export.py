@@ -14,8 +14,10 @@ from qlr.agents.config import config_from_dict, dqn_model_kwargs, dump_config
 from qlr.agents.export import export_file, export_model, policy_from_model, q_network_layers
 from qlr.control import ACTION_SETS
 from qlr.envs import LearningRateEnv
-from qlr.features import OBS_DIM
+from qlr.features import FEATURES_V2
 from qlr.policy import config_hash, load_policy
+
+OBS_DIM = len(FEATURES_V2)  # the rate-only default observation
 
 
 def make_model(env_section: dict, policy_kwargs: dict, seed: int = 0):

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from qlr.features import FEATURE_NAMES, FEATURE_VERSION, OBS_DIM
+from qlr.features import FEATURE_NAMES, FEATURE_VERSION, FEATURES_V2
 from qlr.policy import Policy, PolicyFileError, PolicyMetadata, load_policy, save_policy
+
+OBS_DIM = len(FEATURES_V2)  # the rate-only default observation
 
 
 def _policy(hidden=(8, 8), factors=(0.5, 1.0, 2.0), seed=0, **meta) -> Policy:

@@ -21,8 +21,10 @@ from qlr.agents.callbacks import (
 from qlr.agents.cli import main
 from qlr.agents.config import load_config
 from qlr.agents.train import default_run_dir, train
-from qlr.features import OBS_DIM
+from qlr.features import FEATURES_V2
 from qlr.policy import load_policy
+
+OBS_DIM = len(FEATURES_V2)  # the rate-only default observation
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "experiments" / "configs" / "tiny.yaml"
