@@ -54,7 +54,7 @@ from qlr.agents.linesearch import Budget, MethodResult, examples_per_eval
 from qlr.control import reference_lr, scale_lr
 from qlr.envs.optimizers import make_optimizer
 from qlr.envs.problems import DataProblem, Problem, VectorProblem
-from qlr.envs.run import run_inner
+from qlr.envs.run import make_scheduler, run_inner, scheduler_hook
 
 __all__ = [
     "METHODS",
@@ -122,6 +122,7 @@ def run_scheduled(
     hook: Hook | None = None,
     steps: int | None = None,
     lr_reader: Callable[[torch.optim.Optimizer], float] | None = None,
+    max_examples: int | None = None,
 ) -> MethodResult:
     """`run_inner` with `hook` after every step, for as many steps as `budget` allows.
 
@@ -133,9 +134,12 @@ def run_scheduled(
         steps: the number of steps, when the caller has planned them (graduated schedules).
         lr_reader: reads the rate the step just used, for optimizers whose ``lr`` is a
             multiplier (D-Adaptation, Prodigy, DoG); default: the rate before each step.
+        max_examples: stop when the gradient evaluations have used this many examples (for a
+            hook that changes the batch size as it goes); then `steps` defaults to that many.
     """
     per_grad, per_func = examples_per_eval(problem)
-    steps = budget.steps(per_grad) if steps is None else steps
+    if steps is None:
+        steps = budget.steps(per_grad) if max_examples is None else max_examples
     # run_inner measures the initial loss (one function evaluation) before it starts charging.
     start = (problem.grad_evals, problem.func_evals + 1, problem.examples_seen + per_func)
     traces: tuple[list[int], list[int], list[int]] = ([], [], [])
@@ -148,7 +152,7 @@ def run_scheduled(
         if hook is not None:
             hook(loss)
 
-    result = run_inner(problem, optimizer, steps, after_step=after_step)
+    result = run_inner(problem, optimizer, steps, after_step=after_step, max_examples=max_examples)
     if len(traces[0]) < len(result.losses):  # a diverging step ends the run before its hook
         _append_counters(traces, problem, start)
     values = {f.name: getattr(result, f.name) for f in fields(result)}
@@ -574,11 +578,13 @@ def _lrfree_applies(name: str) -> Callable[[Problem, str | None], str | None]:
 
 def _policy(policy: str) -> MethodFn:
     def run(problem, optimizer, lr, budget):
-        from qlr.scheduler import QLRScheduler
-
         opt = _optimizer(problem, optimizer, lr)
-        scheduler = QLRScheduler(opt, policy=policy)
-        return run_scheduled(problem, opt, budget, scheduler.step)
+        scheduler = make_scheduler(problem, opt, policy)
+        hook = scheduler_hook(problem, scheduler)
+        if scheduler.policy.batch_factors is None or budget.examples is None:
+            return run_scheduled(problem, opt, budget, hook)
+        # The batch grows: as many steps as the examples allow, counted as they are spent.
+        return run_scheduled(problem, opt, budget, hook, max_examples=budget.examples)
 
     return run
 

@@ -441,8 +441,7 @@ class HeldOutEvaluator:
     def trajectories(self, policy: str | os.PathLike, count: int = 2) -> list[tuple[str, Any]]:
         """(name, `RunResult` with per-step rates and losses) of `count` evaluation runs."""
         from qlr.envs.optimizers import make_optimizer
-        from qlr.envs.run import run_inner
-        from qlr.scheduler import QLRScheduler
+        from qlr.envs.run import run_policy
 
         specs = [s for s in policy_specs(self.config, "-") if s.method != "constant"]
         picked = [specs[i * len(specs) // count] for i in range(min(count, len(specs)))]
@@ -450,8 +449,7 @@ class HeldOutEvaluator:
         for spec in picked:
             problem = build_problem(spec.family, dict(spec.family_kwargs), spec.instance_seed)
             optimizer = make_optimizer(spec.optimizer, problem.params, spec.lr)
-            scheduler = QLRScheduler(optimizer, policy=os.fspath(policy))
-            result = run_inner(problem, optimizer, spec.steps, after_step=scheduler.step)
+            result = run_policy(problem, optimizer, os.fspath(policy), spec.steps)
             results.append((f"{spec.family}-{spec.optimizer}-lr{spec.lr:.0e}", result))
         return results
 

@@ -111,29 +111,29 @@ def execute(spec: RunSpec) -> dict:
     """Run one spec and return its row (module level, so worker processes can call it)."""
 
     from qlr.envs.optimizers import make_optimizer
-    from qlr.envs.run import run_inner
-    from qlr.scheduler import QLRScheduler
+    from qlr.envs.run import run_inner, run_policy
 
     problem = build_problem(spec.family, dict(spec.family_kwargs), spec.instance_seed)
     optimizer = make_optimizer(spec.optimizer, problem.params, spec.lr)
-    hook = None
     if spec.method.startswith("policy:"):
-        scheduler = QLRScheduler(optimizer, policy=spec.method.split(":", 1)[1])
-        hook = scheduler.step
-    elif spec.method != "constant":
+        policy = spec.method.split(":", 1)[1]
+        result = run_policy(problem, optimizer, policy, spec.steps, record=False)
+    elif spec.method == "constant":
+        result = run_inner(problem, optimizer, spec.steps, record=False)
+    else:
         raise ValueError(f"unknown method {spec.method!r}")
-    result = run_inner(problem, optimizer, spec.steps, after_step=hook, record=False)
     return {
         "family": spec.family,
         "instance": spec.instance_seed,
         "optimizer": spec.optimizer,
         "lr": spec.lr,
-        "method": "policy" if hook is not None else "constant",
+        "method": "constant" if spec.method == "constant" else "policy",
         "initial_loss": result.initial_loss,
         "final_loss": result.final_loss,
         "diverged": result.diverged,
         "steps_taken": result.steps_taken,
         "grad_evals": result.grad_evals,
+        "examples": result.examples_seen,
         "wall_time": result.wall_time,
     }
 

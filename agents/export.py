@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from qlr.control import resolve_action_factors, resolve_features
+from qlr.control import resolve_action_factors, resolve_batch_factors, resolve_features
 from qlr.features import FEATURE_VERSION
 from qlr.policy import Policy, PolicyMetadata, config_hash, save_policy
 
@@ -99,15 +99,18 @@ def policy_from_model(
     interval = int(env["steps_per_decision"])
     layers, hidden, activation = q_network_layers(model.q_net)
     obs_dim, n_actions = int(layers[0][0].shape[1]), int(layers[-1][0].shape[0])
-    features = resolve_features(env.get("features"))
+    batch_factors = resolve_batch_factors(env.get("batch_factors"))
+    features = resolve_features(env.get("features"), batch=batch_factors is not None)
     if obs_dim != len(features):
         raise ValueError(
             f"the Q-network reads {obs_dim} features, the config selects {len(features)}"
         )
-    if n_actions != len(factors):
+    expected = len(factors) * len(batch_factors or (1.0,))
+    if n_actions != expected:
         raise ValueError(
-            f"the Q-network has {n_actions} outputs but the config's action factors are "
-            f"{list(factors)}: was it trained with this config?"
+            f"the Q-network has {n_actions} outputs but the config's action factors "
+            f"{list(factors)} and batch factors {batch_factors} make {expected}: was it trained "
+            "with this config?"
         )
     metadata = PolicyMetadata(
         action_factors=factors,
@@ -118,6 +121,8 @@ def policy_from_model(
         feature_names=features,
         spike_factor=env.get("spike_factor"),
         spike_cut=float(env.get("spike_cut", 0.5)),
+        batch_factors=batch_factors,
+        max_batch_growth=None if batch_factors is None else float(env["max_batch_growth"]),
         extra={
             "config_hash": config_hash(dict(train_config)),
             "train_config": dict(train_config),

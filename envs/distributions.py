@@ -23,9 +23,9 @@ digits_mlp      never                     never                     hidden 32-64
 
 ``val`` holds no unseen family: whether a controller transfers to a new family is measured on
 ``test`` only. All draw the loss scale log-uniformly in [1e-3, 1e3]. Data families use full
-batches or minibatches of 16-64 (``train``) / 32-128 (``test``); ``"train_stochastic"`` and
-``"test_stochastic"`` keep only the minibatch data families. Every family is also available
-on its own, under its name, with its default ranges and scale 1.
+batches or minibatches of 16-64 (``train``) / 32-128 (``test``); ``"train_stochastic"``,
+``"val_stochastic"`` and ``"test_stochastic"`` keep only the minibatch data families. Every
+family is also available on its own, under its name, with its default ranges and scale 1.
 """
 
 from __future__ import annotations
@@ -177,6 +177,7 @@ DISTRIBUTIONS: dict[str, ProblemDistribution] = {
         "test",
     ),
     "train_stochastic": ProblemDistribution(_with_scale(_train([16, 32, 64])), "train_stochastic"),
+    "val_stochastic": ProblemDistribution(_with_scale(_val([32, 64, 128])), "val_stochastic"),
     "test_stochastic": ProblemDistribution(_with_scale(_test([32, 64, 128])), "test_stochastic"),
     **{family: ProblemDistribution({family: (1.0, {})}, family) for family in FAMILIES},
 }

@@ -37,9 +37,18 @@ class LearningRateEnv(gym.Env):
     three factors are (0.5, 1, 2): lower, hold, raise. `action_factors=5` or `7` select wider
     sets (see `qlr.ACTION_SETS`). The rate is then clamped to `lr_bounds`.
 
+    With `batch_factors` (the noise-level mode, for minibatch problems only), there are
+    ``len(action_factors) * len(batch_factors)`` actions: action ``i * len(batch_factors) + j``
+    multiplies the rate by ``action_factors[i]`` and the batch size by ``batch_factors[j]``
+    (rounded, between 1 and ``min(n, max_batch_growth * starting batch)``). A decision then
+    comes every ``steps_per_decision * b0 / b`` steps at batch `b` (starting batch `b0`), so every
+    decision spends the same number of examples, and the episode's budget is counted in
+    examples: ``horizon * steps_per_decision * b0`` (it ends when they are spent, however the
+    batch has grown). A larger batch costs its examples: a policy cannot win by buying batches.
+
     ## Observation Space
     `Box(-1, 1, (n,), float32)`, every feature scale-free and bounded; `features` selects which
-    (default: all eleven, in this order):
+    (default: the first eleven for rate-only control, all thirteen with `batch_factors`):
 
     | index | feature            | meaning                                            | min | max |
     |-------|--------------------|----------------------------------------------------|-----|-----|
@@ -55,6 +64,9 @@ class LearningRateEnv(gym.Env):
     |       |                    | previous decision                                  |     |     |
     | 9     | nonfinite          | 1 if a loss or gradient in the block was not finite| 0   | 1   |
     | 10    | lr_drift           | tanh(log10(rate / starting rate) / 3)              | -1  | 1   |
+    | 11    | grad_noise         | disagreement of successive minibatch gradients     | 0   | 1   |
+    |       |                    | (0 equal, 0.5 orthogonal: pure noise, 1 opposite)  |     |     |
+    | 12    | batch_growth       | tanh(log2(batch / starting batch) / 3)             | -1  | 1   |
 
     Relative changes are (new - old) / max(abs(new), abs(old)), log-spread so that small
     changes stay visible (see `qlr.features`).
@@ -77,7 +89,8 @@ class LearningRateEnv(gym.Env):
     ## Episode End
     - Terminated: the loss (or a gradient) became NaN or infinite, or the loss rose above
       `divergence_factor` times its initial value. The reward is `-divergence_penalty`.
-    - Truncated: `horizon` decisions were taken.
+    - Truncated: `horizon` decisions were taken (with `batch_factors`: the example budget
+      is spent).
 
     ## Arguments
     - `problem`: a distribution name (``"train"``, ``"test"``, ...), a family name, a list of
@@ -96,10 +109,14 @@ class LearningRateEnv(gym.Env):
     - `spike_factor`, `spike_cut`: the per-step spike guard of `qlr.LRController` (off when
       `spike_factor` is None). A trained policy file records them and the scheduler applies
       the same guard.
+    - `batch_factors`: batch-size factors of the noise-level mode (None: rate-only control).
+    - `max_batch_growth`: the batch size never exceeds this multiple of its starting value.
 
     ## Version History
     - v0: first version (feature version 1). Feature version 2 appended `lr_drift` to the
       default observation and added `features` and the spike guard (off by default).
+      Feature version 3 added `grad_noise` and `batch_growth` and the noise-level mode
+      (`batch_factors`); the default rate-only observation is unchanged.
     """
 
     metadata = {"render_modes": []}
@@ -124,12 +141,14 @@ class LearningRateEnv(gym.Env):
         features: Sequence[str] | None = None,
         spike_factor: float | None = None,
         spike_cut: float = 0.5,
+        batch_factors: Sequence[float] | None = None,
+        max_batch_growth: float = 8.0,
     ) -> None:
         super().__init__()
         self.distribution: ProblemDistribution | None = None
-        self._fixed: tuple[Problem, list] | None = None
+        self._fixed: tuple[Problem, list, int | None] | None = None
         if isinstance(problem, Problem):
-            self._fixed = (problem, _snapshot(problem))
+            self._fixed = _snapshot(problem)
         else:
             self.distribution = make_distribution(problem)
         self.optimizers = _optimizer_names(optimizer)
@@ -142,7 +161,14 @@ class LearningRateEnv(gym.Env):
             features=features,
             spike_factor=spike_factor,
             spike_cut=spike_cut,
+            batch_factors=batch_factors,
+            batch_size=1 if batch_factors is not None else None,  # the real one comes per run
         )
+        _check_positive("max_batch_growth", max_batch_growth)
+        if max_batch_growth < 1:
+            raise ValueError(f"max_batch_growth must be >= 1, got {max_batch_growth}")
+        self.max_batch_growth = float(max_batch_growth)
+        self.batch_factors = self.controller.batch_factors
         low, high = _pair(initial_lr_range, "initial_lr_range")
         if not self.controller.min_lr <= low <= high <= self.controller.max_lr:
             raise ValueError(
@@ -168,6 +194,8 @@ class LearningRateEnv(gym.Env):
         self.feature_names = self.controller.features
         self.problem: Problem | None = None
         self.optimizer = None
+        self.example_budget: int | None = None  # training examples an episode may spend
+        self.train_examples = 0  # training examples spent so far this episode
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(
@@ -191,7 +219,7 @@ class LearningRateEnv(gym.Env):
         if options.get("problem") is not None:
             if not isinstance(options["problem"], Problem):
                 raise ValueError("reset option 'problem' must be a qlr.envs.Problem instance")
-            fixed = (options["problem"], _snapshot(options["problem"]))
+            fixed = _snapshot(options["problem"])
         for _ in range(10):
             if fixed is not None:
                 problem = _restore(*fixed)
@@ -209,20 +237,28 @@ class LearningRateEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         if not self.action_space.contains(action):
             raise ValueError(f"action {action!r} is not in {self.action_space}")
-        self.controller.scale(self.optimizer, self.controller.action_factors[int(action)])
+        batch_size = self.controller.apply_action(self.optimizer, int(action))
+        if batch_size is not None:
+            self.problem.set_batch_size(batch_size)
         diverged = self._run_block()
         self.decisions += 1
         obs = self.controller.observe()
+        if not diverged:
+            new_loss = self._objective()
+        if self.batch_factors is not None and not diverged and not self._within_limit(new_loss):
+            diverged = True  # this loop has no look-ahead minibatch loss: the objective tells
         if diverged:
             reward = -self.divergence_penalty
             self._reward_loss = math.inf
         else:
-            new_loss = self._objective()
             floor = 1e-12 * self.initial_loss
             log_ratio = math.log(max(self._reward_loss, floor) / max(new_loss, floor))
             reward = min(self.reward_clip, max(-self.reward_clip, log_ratio))
             self._reward_loss = new_loss
-        truncated = not diverged and self.decisions >= self.horizon
+        if self.example_budget is not None:
+            truncated = not diverged and self._budget_spent()
+        else:
+            truncated = not diverged and self.decisions >= self.horizon
         info = self._info()
         info["diverged"] = diverged
         return obs, float(reward), diverged, truncated, info
@@ -236,14 +272,26 @@ class LearningRateEnv(gym.Env):
         )
         self.controller.reset()
         self.decisions = 0
-        self._loss = problem.loss_and_grad()
+        self.train_examples = 0
+        if self.batch_factors is not None:
+            self._start_batches(problem)
+            self._loss = self.initial_loss = self.problem.loss()
+            return
+        self._loss = self._train_loss_and_grad()
         self.initial_loss = self._objective() if problem.stochastic else self._loss
+
+    def _within_limit(self, loss: float) -> bool:
+        return math.isfinite(loss) and loss <= self.divergence_factor * abs(self.initial_loss)
 
     def _run_block(self) -> bool:
         """Run k inner steps at the current rate; return True if the run diverged."""
+        if self.batch_factors is not None:
+            return self._run_block_fresh_gradients()
         params = self.problem.params
         limit = self.divergence_factor * abs(self.initial_loss)
-        for _ in range(self.steps_per_decision):
+        for _ in range(self.controller.tracker.interval):
+            if self._budget_spent():
+                break  # the budget ran out inside the block: decide on what was seen
             self.optimizer.step()
             # The controller sees the loss and gradient of the step just taken, as in deployment.
             cut = self.controller.record_step(self._loss, [p.grad for p in params])
@@ -251,10 +299,57 @@ class LearningRateEnv(gym.Env):
                 return True
             if cut != 1.0:  # the spike guard, exactly as the scheduler applies it
                 self.controller.scale(self.optimizer, cut)
-            self._loss = self.problem.loss_and_grad()
+            self._loss = self._train_loss_and_grad()
             if not math.isfinite(self._loss) or self._loss > limit:
                 return True
         return False
+
+    def _run_block_fresh_gradients(self) -> bool:
+        """Noise-level mode: every step takes its gradient on a batch of the current size.
+
+        The rate-only loop computes each gradient right after the previous step (one ahead).
+        Here a batch-size action must reach the very next batch, as it does in a training loop
+        fed by `qlr.DynamicBatchSampler`, so the gradient is taken when its step needs it.
+        """
+        params = self.problem.params
+        for _ in range(self.controller.tracker.interval):
+            if self._budget_spent():
+                break  # the budget ran out inside the block: decide on what was seen
+            self._loss = self._train_loss_and_grad()
+            if not self._within_limit(self._loss):
+                return True
+            self.optimizer.step()
+            cut = self.controller.record_step(self._loss, [p.grad for p in params])
+            if self.controller.last_cut == "nonfinite":
+                return True
+            if cut != 1.0:
+                self.controller.scale(self.optimizer, cut)
+        return False
+
+    def _start_batches(self, problem: Problem) -> None:
+        """Noise-level mode: bound the batch size and set the run's example budget."""
+        if not problem.stochastic or not hasattr(problem, "set_batch_size"):
+            raise ValueError(
+                f"batch_factors needs minibatch problems, but {problem.name!r} is full-batch: "
+                "use a distribution of minibatch data problems, e.g. 'train_stochastic'"
+            )
+        start = int(problem.batch_size)
+        limit = max(start, min(problem.n, int(self.max_batch_growth * start)))
+        self.controller.set_batch_bounds(start, max_batch_size=limit)
+        self.example_budget = self.horizon * self.steps_per_decision * start
+
+    def _budget_spent(self) -> bool:
+        """True when the next batch would take the run past its example budget."""
+        if self.example_budget is None:
+            return False
+        return self.train_examples + self.problem.batch_size > self.example_budget
+
+    def _train_loss_and_grad(self) -> float:
+        """One gradient evaluation of the inner run, its examples counted against the budget."""
+        before = self.problem.examples_seen
+        loss = self.problem.loss_and_grad()
+        self.train_examples += self.problem.examples_seen - before
+        return loss
 
     def _objective(self) -> float:
         """The loss the reward is computed on: the full objective, never one minibatch."""
@@ -270,22 +365,28 @@ class LearningRateEnv(gym.Env):
             "grad_evals": problem.grad_evals,
             "func_evals": problem.func_evals,
             "examples_seen": problem.examples_seen,
+            "train_examples": self.train_examples,  # examples of the gradient evaluations
+            "batch_size": getattr(problem, "batch_size", None),
             "problem": problem.name,
             "optimizer": self.optimizer_name,
             "decisions": self.decisions,
         }
 
 
-def _snapshot(problem: Problem) -> list:
-    return [p.detach().clone() for p in problem.params]
+def _snapshot(problem: Problem) -> tuple[Problem, list, int | None]:
+    """A fixed instance with its starting parameters and batch size."""
+    params = [p.detach().clone() for p in problem.params]
+    return problem, params, getattr(problem, "batch_size", None)
 
 
-def _restore(problem: Problem, snapshot: list) -> Problem:
-    """Put a fixed instance back at its starting point, counters included."""
-    for p, start in zip(problem.params, snapshot, strict=True):
+def _restore(problem: Problem, params: list, batch_size: int | None) -> Problem:
+    """Put a fixed instance back at its starting point, counters and batch size included."""
+    for p, start in zip(problem.params, params, strict=True):
         p.data.copy_(start)
         p.grad = None
     problem.grad_evals = problem.func_evals = problem.examples_seen = 0
+    if batch_size is not None and problem.batch_size != batch_size:
+        problem.set_batch_size(batch_size)
     return problem
 
 

@@ -16,6 +16,8 @@ import torch
 
 from qlr.control import reference_lr
 from qlr.envs.problems import Problem
+from qlr.policy import load_policy
+from qlr.scheduler import QLRScheduler
 
 DIVERGENCE_FACTOR = 1e3  # a run whose loss exceeds this multiple of its start has diverged
 
@@ -50,6 +52,7 @@ def run_inner(
     after_step: Callable[[float], None] | None = None,
     divergence_factor: float = DIVERGENCE_FACTOR,
     record: bool = True,
+    max_examples: int | None = None,
 ) -> RunResult:
     """Train `problem` for `steps` gradient evaluations with `optimizer`.
 
@@ -62,6 +65,9 @@ def run_inner(
         divergence_factor: the run stops as diverged when its loss exceeds this multiple of the
             initial loss, or is not finite.
         record: keep the per-step losses and learning rates.
+        max_examples: stop before a step whose batch would take the examples used by gradient
+            evaluations past this (a budget in examples, for runs whose batch size changes);
+            `steps` still caps the run.
     """
     initial = problem.loss()
     start_grads, start_funcs = problem.grad_evals, problem.func_evals
@@ -73,6 +79,9 @@ def run_inner(
     taken = 0
     began = time.perf_counter()
     for _ in range(steps):
+        used = problem.examples_seen - start_examples
+        if max_examples is not None and used + _batch_examples(problem) > max_examples:
+            break  # the next batch would not fit in the budget
         lr = reference_lr(optimizer)
         loss = problem.loss_and_grad()
         if record:
@@ -104,3 +113,62 @@ def run_inner(
         losses=losses,
         lrs=lrs,
     )
+
+
+def make_scheduler(problem: Problem, optimizer: torch.optim.Optimizer, policy) -> QLRScheduler:
+    """A `QLRScheduler` for `problem`; a policy that sets the batch size starts from its batch.
+
+    On a full-batch problem such a policy keeps the whole data set as its batch (min = max).
+    """
+    policy = load_policy(policy)
+    if policy.batch_factors is None:
+        return QLRScheduler(optimizer, policy=policy)
+    batch = getattr(problem, "batch_size", None)
+    if batch is None:  # full batch: nothing to grow
+        n = int(getattr(problem, "n", 1))
+        return QLRScheduler(
+            optimizer, policy=policy, batch_size=n, max_batch_size=n, min_batch_size=n
+        )
+    return QLRScheduler(optimizer, policy=policy, batch_size=int(batch), max_batch_size=problem.n)
+
+
+def scheduler_hook(problem: Problem, scheduler: QLRScheduler) -> Callable[[float], None]:
+    """`scheduler.step`, then hand the problem the batch size the scheduler chose."""
+
+    def hook(loss: float) -> None:
+        scheduler.step(loss)
+        batch = scheduler.batch_size
+        if batch is not None and problem.stochastic and batch != problem.batch_size:
+            problem.set_batch_size(batch)
+
+    return hook
+
+
+def example_budget(problem: Problem, steps: int) -> int | None:
+    """`steps` at the problem's starting batch, in examples (None for full-batch problems)."""
+    batch = getattr(problem, "batch_size", None) if problem.stochastic else None
+    return None if batch is None else steps * int(batch)
+
+
+def run_policy(
+    problem: Problem, optimizer: torch.optim.Optimizer, policy, steps: int, record: bool = True
+) -> RunResult:
+    """`run_inner` under a `QLRScheduler` running `policy`, the deployment path.
+
+    A policy that sets the batch size gets the budget of `steps` at the starting batch, in
+    examples: a grown batch costs its examples, so it takes fewer, larger steps.
+    """
+    scheduler = make_scheduler(problem, optimizer, policy)
+    max_examples = None
+    if scheduler.policy.batch_factors is not None:
+        max_examples = example_budget(problem, steps)
+        steps = steps if max_examples is None else max_examples
+    hook = scheduler_hook(problem, scheduler)
+    return run_inner(problem, optimizer, steps, hook, record=record, max_examples=max_examples)
+
+
+def _batch_examples(problem: Problem) -> int:
+    """Examples one gradient evaluation of `problem` uses now."""
+    if problem.stochastic:
+        return int(problem.batch_size)
+    return int(getattr(problem, "n", 0))
