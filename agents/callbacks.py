@@ -7,6 +7,8 @@ all at global step = transitions so far:
 ``rollout/episode_return``          mean return of the episodes finished since the last point
 ``rollout/loss_ratio``              median final / initial inner loss of those episodes
 ``rollout/divergence_rate``         fraction of those episodes that ended in a divergence
+``rollout/batch_growth``            median final / starting batch size of those episodes
+                                    (noise-level mode only)
 ``rollout/action_freq/<i>``         fraction of transitions that took action i (exploration too)
 ``train/q_mean/<i>``, ``q_std/<i>`` q-value of action i on a fixed batch of replay observations
 ``train/q_chosen``                  mean q-value of the greedy action on that batch
@@ -172,6 +174,7 @@ class RolloutStatsCallback(BaseCallback):
     def _reset_window(self) -> None:
         self._returns: list[float] = []
         self._ratios: list[float] = []
+        self._growths: list[float] = []
         self._episodes = 0
         self._diverged = 0
         self._action_counts = np.zeros(self.n_actions, dtype=np.int64)
@@ -194,6 +197,8 @@ class RolloutStatsCallback(BaseCallback):
         self._episodes += 1
         if "episode" in info:
             self._returns.append(float(info["episode"]["r"]))
+        if info.get("batch_growth") is not None:
+            self._growths.append(float(info["batch_growth"]))
         if info.get("diverged"):
             self._diverged += 1
             return
@@ -212,6 +217,8 @@ class RolloutStatsCallback(BaseCallback):
                 writer.add_scalar("rollout/episode_return", float(np.mean(self._returns)), step)
             if self._ratios:
                 writer.add_scalar("rollout/loss_ratio", float(np.median(self._ratios)), step)
+            if self._growths:
+                writer.add_scalar("rollout/batch_growth", float(np.median(self._growths)), step)
             if self._episodes:
                 writer.add_scalar("rollout/divergence_rate", self._diverged / self._episodes, step)
         self._reset_window()

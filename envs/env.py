@@ -367,6 +367,11 @@ class LearningRateEnv(gym.Env):
             "examples_seen": problem.examples_seen,
             "train_examples": self.train_examples,  # examples of the gradient evaluations
             "batch_size": getattr(problem, "batch_size", None),
+            "batch_growth": (  # batch size over its starting value, in the noise-level mode
+                None
+                if self.batch_factors is None
+                else self.controller.batch_size / self.controller.start_batch_size
+            ),
             "problem": problem.name,
             "optimizer": self.optimizer_name,
             "decisions": self.decisions,

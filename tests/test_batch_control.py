@@ -363,7 +363,27 @@ def test_a_tiny_noise_level_training_run_exports_a_batch_policy(tmp_path):
     policy = load_policy(tmp_path / "run" / "final_policy.qlr")
     assert policy.batch_factors == BATCH and policy.n_actions == 6
     assert policy.metadata.feature_names == FEATURE_NAMES and policy.metadata.max_batch_growth == 8
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = (tmp_path / "run" / "tensorboard").iterdir()
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    growth = [s.value for s in acc.Scalars("rollout/batch_growth")]
+    assert growth and all(1 <= g <= 8 for g in growth)
     problem = sample_least_squares(np.random.default_rng(1), n=2000, batch_size=16)
     opt = torch.optim.SGD(problem.params, lr=1e-2)
     result = run_policy(problem, opt, policy, steps=60)
     assert not result.diverged and result.examples_seen <= 60 * 16
+
+
+def test_the_noise_level_env_is_registered_and_passes_gymnasium_checks():
+    import gymnasium
+    from gymnasium.utils.env_checker import check_env
+
+    from qlr.envs import NOISE_ENV_ID
+
+    env = gymnasium.make(NOISE_ENV_ID, horizon=6)
+    assert env.action_space.n == 6 and env.observation_space.shape == (len(FEATURE_NAMES),)
+    check_env(env.unwrapped, skip_render_check=True)
+    _, info = env.reset(seed=0)
+    assert info["batch_growth"] == 1.0 and env.unwrapped.example_budget is not None
