@@ -15,14 +15,14 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[train,dev,lrfree]'
+	$(PY) -m pip install --quiet -e '.[train,dev,lrfree,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/qlr demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m 'not slow or ray'
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''

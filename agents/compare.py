@@ -73,6 +73,7 @@ if TYPE_CHECKING:  # the baselines load qlr.envs (gymnasium): only when a suite 
 
 SUITE_DIR = Path(__file__).resolve().parent.parent / "experiments" / "configs"
 COUNTS = ("grad", "grad+func", "both", "examples")
+BACKENDS = ("local", "ray")
 STATUSES = ("ok", "diverged", "failed", "n/a")
 
 
@@ -394,9 +395,25 @@ def _curve(result: MethodResult) -> dict[str, np.ndarray]:
 
 
 def run_all(
-    specs: Sequence[CompareSpec], jobs: int = 1, progress: bool = True
+    specs: Sequence[CompareSpec],
+    jobs: int = 1,
+    progress: bool = True,
+    backend: str = "local",
+    address: str | None = None,
 ) -> list[tuple[list[dict], dict | None]]:
-    """Execute specs with a progress bar, in `jobs` spawned worker processes when > 1."""
+    """Execute specs with a progress bar, in `jobs` spawned worker processes when > 1.
+
+    With ``backend="ray"`` every spec is a Ray task instead (`qlr.agents.ray_backend`), on a
+    Ray instance started here with `jobs` CPUs or on the cluster at `address`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if address is not None and backend != "ray":
+        raise ValueError("an address is a Ray cluster's: it needs backend='ray'")
+    if backend == "ray":
+        from qlr.agents import ray_backend
+
+        return ray_backend.run_all(specs, jobs, progress, address)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(specs), desc="qlr compare", unit="run", disable=not progress)
@@ -610,11 +627,13 @@ def compare(
     jobs: int = 1,
     progress: bool = True,
     command: str = "",
+    backend: str = "local",
+    address: str | None = None,
 ) -> CompareReport:
-    """Run `suite` and write every output into `out`."""
+    """Run `suite` and write every output into `out` (`backend`, `address`: see `run_all`)."""
     began = time.perf_counter()
     specs, skipped = make_specs(suite)
-    results = run_all(specs, jobs, progress)
+    results = run_all(specs, jobs, progress, backend, address)
     rows: list[dict] = []
     curves: list[dict | None] = []
     for spec_rows, curve in results:
@@ -662,7 +681,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", choices=COUNTS, default=None, help="what the budget counts")
     parser.add_argument("--evals", type=int, default=None, help="budget in evaluations")
     parser.add_argument("--examples", type=int, default=None, help="budget in examples")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (Ray: its CPUs)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="local worker processes, or Ray tasks (needs: pip install 'qlr[ray]')",
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        metavar="HOST:PORT",
+        help="with --backend ray: join this running cluster instead of starting Ray here",
+    )
     parser.add_argument("--out", type=Path, default=None, help="default: runs/compare_<suite>")
     parser.add_argument("--no-progress-bar", dest="progress", action="store_false")
 
@@ -708,6 +741,8 @@ def command_line(args: argparse.Namespace, suite: str) -> str:
         ("--evals", args.evals),
         ("--examples", args.examples),
         ("--jobs", args.jobs),
+        ("--backend", None if args.backend == "local" else args.backend),
+        ("--address", args.address),
         ("--out", args.out),
     ):
         if value is None or value == () or value == []:
@@ -720,6 +755,8 @@ def command_line(args: argparse.Namespace, suite: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    if args.address is not None and args.backend != "ray":
+        raise SystemExit("qlr compare: --address is a Ray cluster's; add --backend ray")
     suite = suite_from_args(args)
     out = args.out or Path("runs") / f"compare_{suite.name}"
     command = command_line(args, suite.name)
@@ -727,7 +764,15 @@ def run(args: argparse.Namespace) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        report = compare(suite, out, jobs=args.jobs, progress=args.progress, command=command)
+        report = compare(
+            suite,
+            out,
+            jobs=args.jobs,
+            progress=args.progress,
+            command=command,
+            backend=args.backend,
+            address=args.address,
+        )
     finally:
         torch.set_num_threads(threads)
     print(format_summary(report.summary, suite, command, report.wall_time))
