@@ -1,4 +1,4 @@
-"""The ``qlr`` command line: ``qlr train | evaluate | compare | export | demo``.
+"""The ``qlr`` command line: ``qlr train | evaluate | compare | sweep | export | demo``.
 
 Each subcommand lives in its own module with two functions, ``configure(parser)`` and
 ``run(args) -> int``. Modules import their heavy dependencies inside ``run`` so that
@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "score a policy on held-out problems",
     ),
     "compare": ("qlr.agents.compare", "run a benchmark suite of methods x problems x seeds"),
+    "sweep": ("qlr.agents.sweep", "many `qlr train` trials with Ray Tune (needs qlr[ray])"),
     "export": ("qlr.agents.export", "write a run's Q-network to a deployable policy file"),
     "demo": ("qlr.agents.demo", "a short demonstration on bundled data"),
 }
