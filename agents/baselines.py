@@ -31,6 +31,8 @@ method                 what it does (defaults)
 ``schedulefree``       Schedule-Free SGD (momentum 0.9) for sgd/momentum, AdamW (wd 0) for adam
 ``dog``                DoG, lr 1 (replaces the inner optimizer)
 ``default``            `QLRScheduler` with the shipped policy
+``noise``              `QLRScheduler` with the shipped noise-level policy: rate and batch size,
+                       at the suite's budget in examples
 ``policy:PATH``        `QLRScheduler` with the policy file PATH
 =====================  ========================================================================
 
@@ -581,7 +583,8 @@ def _policy(policy: str) -> MethodFn:
         opt = _optimizer(problem, optimizer, lr)
         scheduler = make_scheduler(problem, opt, policy)
         hook = scheduler_hook(problem, scheduler)
-        if scheduler.policy.batch_factors is None or budget.examples is None:
+        batches = scheduler.policy.batch_factors is not None and problem.stochastic
+        if not batches or budget.examples is None:
             return run_scheduled(problem, opt, budget, hook)
         # The batch grows: as many steps as the examples allow, counted as they are spent.
         return run_scheduled(problem, opt, budget, hook, max_examples=budget.examples)
@@ -677,6 +680,11 @@ def _registry() -> dict[str, Method]:
             applies=_lrfree_applies("dog"),
         ),
         Method("default", _policy("default"), "QLRScheduler with the shipped policy"),
+        Method(
+            "noise",
+            _policy("noise"),
+            "QLRScheduler with the shipped noise-level policy (rate and batch size)",
+        ),
     ]
     return {m.name: m for m in methods}
 

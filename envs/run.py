@@ -129,7 +129,10 @@ def make_scheduler(problem: Problem, optimizer: torch.optim.Optimizer, policy) -
         return QLRScheduler(
             optimizer, policy=policy, batch_size=n, max_batch_size=n, min_batch_size=n
         )
-    return QLRScheduler(optimizer, policy=policy, batch_size=int(batch), max_batch_size=problem.n)
+    # The bound it was trained with (a multiple of the start), never above the data set.
+    growth = policy.metadata.max_batch_growth or 8.0
+    limit = max(int(batch), min(problem.n, int(growth * batch)))
+    return QLRScheduler(optimizer, policy=policy, batch_size=int(batch), max_batch_size=limit)
 
 
 def scheduler_hook(problem: Problem, scheduler: QLRScheduler) -> Callable[[float], None]:

@@ -33,6 +33,10 @@ from qlr.features import FEATURE_VERSION, FEATURES_BY_VERSION, FEATURES_V2
 FORMAT_NAME = "qlr-policy"
 FORMAT_VERSION = 1
 DEFAULT_POLICY_NAME = "default"
+SHIPPED_POLICIES = {
+    "default": "rate-only control for any loop (the default)",
+    "noise": "rate and batch size for minibatch loops (pass batch_size to QLRScheduler)",
+}
 _POLICY_DIR = "policies"
 _MAX_HEADER = 10_000_000  # a policy header is a few KB; more means a damaged or hostile file
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
@@ -201,13 +205,13 @@ def config_hash(config: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------- reading
-def default_policy_path() -> Path:
-    """Where the policy shipped inside the package lives."""
-    return Path(str(resources.files("qlr") / _POLICY_DIR / f"{DEFAULT_POLICY_NAME}.qlr"))
+def default_policy_path(name: str = DEFAULT_POLICY_NAME) -> Path:
+    """Where a policy shipped inside the package lives (see `SHIPPED_POLICIES`)."""
+    return Path(str(resources.files("qlr") / _POLICY_DIR / f"{name}.qlr"))
 
 
 def load_policy(path_or_name: str | os.PathLike | Policy = DEFAULT_POLICY_NAME) -> Policy:
-    """Load a policy file, or the shipped one by the name ``"default"``.
+    """Load a policy file, or a shipped one by name (``"default"``, ``"noise"``).
 
     Raises:
         PolicyFileError: the file is missing, truncated, corrupted, or was written for another
@@ -215,8 +219,8 @@ def load_policy(path_or_name: str | os.PathLike | Policy = DEFAULT_POLICY_NAME) 
     """
     if isinstance(path_or_name, Policy):
         return path_or_name
-    if os.fspath(path_or_name) == DEFAULT_POLICY_NAME:
-        path = default_policy_path()
+    if os.fspath(path_or_name) in SHIPPED_POLICIES:
+        path = default_policy_path(os.fspath(path_or_name))
     else:
         path = Path(path_or_name)
     try:

@@ -387,3 +387,27 @@ def test_the_noise_level_env_is_registered_and_passes_gymnasium_checks():
     check_env(env.unwrapped, skip_render_check=True)
     _, info = env.reset(seed=0)
     assert info["batch_growth"] == 1.0 and env.unwrapped.example_budget is not None
+
+
+def test_the_shipped_noise_policy_drives_a_real_loop():
+    policy = load_policy("noise")
+    assert policy.batch_factors == BATCH and policy.metadata.feature_names == FEATURE_NAMES
+    torch.manual_seed(0)
+    x = torch.randn(4096, 10)
+    y = (x[:, :1] > 0).float()
+    model = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = qlr.QLRScheduler(opt, policy="noise", batch_size=16)
+    loader = DataLoader(
+        TensorDataset(x, y), batch_sampler=qlr.DynamicBatchSampler(RandomSampler(x), sched)
+    )
+    sizes = []
+    for xb, yb in loader:
+        sizes.append(len(xb))
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(xb), yb)
+        loss.backward()
+        opt.step()
+        sched.step(loss)
+    assert sum(sizes) == 4096 and sched.decisions > 0
+    assert all(16 <= s <= 128 for s in sizes[:-1])  # within 8x the start (the trained bound)
