@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Runs the three benchmark suites with the shipped controller and copies what the README cites
+# Runs the benchmark suites with the shipped controller and copies what the README cites
 # (summary.md, the score and loss plots) into experiments/results/compare_<suite>/.
 # Full run output (runs.csv, TensorBoard, every plot) stays in runs/compare_<suite>/.
-#   bash experiments/compare_suites.sh            # all three suites, 2 worker processes
+#   bash experiments/compare_suites.sh            # all four suites, 2 worker processes
 #   bash experiments/compare_suites.sh hansen     # one suite
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QLR=${QLR:-.venv/bin/qlr}
-for suite in "${@:-hansen nn graduated}"; do
+for suite in "${@:-hansen nn graduated noise_nn}"; do
   for s in $suite; do
     "$QLR" compare --suite "$s" --jobs "${JOBS:-2}" --no-progress-bar --out "runs/compare_$s"
     mkdir -p "experiments/results/compare_$s"
