@@ -33,6 +33,7 @@ method                 what it does (defaults)
 ``default``            `QLRScheduler` with the shipped policy
 ``noise``              `QLRScheduler` with the shipped noise-level policy: rate and batch size,
                        at the suite's budget in examples
+``noise_hold_batch``   the same policy with the batch held at its start: an ablation
 ``policy:PATH``        `QLRScheduler` with the policy file PATH
 =====================  ========================================================================
 
@@ -578,10 +579,10 @@ def _lrfree_applies(name: str) -> Callable[[Problem, str | None], str | None]:
 # --------------------------------------------------------------------------- learned policies
 
 
-def _policy(policy: str) -> MethodFn:
+def _policy(policy: str, hold_batch: bool = False) -> MethodFn:
     def run(problem, optimizer, lr, budget):
         opt = _optimizer(problem, optimizer, lr)
-        scheduler = make_scheduler(problem, opt, policy)
+        scheduler = make_scheduler(problem, opt, policy, hold_batch)
         hook = scheduler_hook(problem, scheduler)
         batches = scheduler.policy.batch_factors is not None and problem.stochastic
         if not batches or budget.examples is None:
@@ -684,6 +685,11 @@ def _registry() -> dict[str, Method]:
             "noise",
             _policy("noise"),
             "QLRScheduler with the shipped noise-level policy (rate and batch size)",
+        ),
+        Method(
+            "noise_hold_batch",
+            _policy("noise", hold_batch=True),
+            "the noise-level policy with its batch held at the start (what batch actions add)",
         ),
     ]
     return {m.name: m for m in methods}

@@ -115,10 +115,14 @@ def run_inner(
     )
 
 
-def make_scheduler(problem: Problem, optimizer: torch.optim.Optimizer, policy) -> QLRScheduler:
+def make_scheduler(
+    problem: Problem, optimizer: torch.optim.Optimizer, policy, hold_batch: bool = False
+) -> QLRScheduler:
     """A `QLRScheduler` for `problem`; a policy that sets the batch size starts from its batch.
 
     On a full-batch problem such a policy keeps the whole data set as its batch (min = max).
+    `hold_batch` pins the batch at its start (min = max) while the policy still sets the rate:
+    an ablation that shows what the batch actions add.
     """
     policy = load_policy(policy)
     if policy.batch_factors is None:
@@ -132,6 +136,8 @@ def make_scheduler(problem: Problem, optimizer: torch.optim.Optimizer, policy) -
     # The bound it was trained with (a multiple of the start), never above the data set.
     growth = policy.metadata.max_batch_growth or 8.0
     limit = max(int(batch), min(problem.n, int(growth * batch)))
+    if hold_batch:
+        limit = int(batch)
     return QLRScheduler(optimizer, policy=policy, batch_size=int(batch), max_batch_size=limit)
 
 

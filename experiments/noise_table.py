@@ -1,6 +1,8 @@
 """One Markdown table from several `qlr evaluate --out` reports, one column block per policy.
 
-    python experiments/noise_table.py runs/noise_eval/noise.json runs/noise_eval/default.json
+    python experiments/noise_table.py "noise=runs/noise_eval/noise.json" runs/noise_eval/x.json
+
+An argument ``LABEL=PATH`` names the column; a bare path is named after its file.
 
 Run by experiments/noise_evidence.sh; prints to stdout.
 """
@@ -13,7 +15,10 @@ from pathlib import Path
 
 
 def main(paths: list[str]) -> None:
-    reports = {Path(p).stem: json.loads(Path(p).read_text()) for p in paths}
+    reports = {}
+    for arg in paths:
+        label, _, path = arg.rpartition("=")
+        reports[label or Path(path).stem] = json.loads(Path(path).read_text())
     first = next(iter(reports.values()))
     config = first["config"]
     print(

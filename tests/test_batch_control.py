@@ -411,3 +411,15 @@ def test_the_shipped_noise_policy_drives_a_real_loop():
         sched.step(loss)
     assert sum(sizes) == 4096 and sched.decisions > 0
     assert all(16 <= s <= 128 for s in sizes[:-1])  # within 8x the start (the trained bound)
+
+
+def test_holding_the_batch_keeps_the_policy_on_the_rate_alone(make_policy):
+    from qlr.envs.run import make_scheduler, scheduler_hook
+
+    problem = sample_least_squares(np.random.default_rng(0), n=2000, batch_size=8)
+    opt = torch.optim.SGD(problem.params, lr=1e-3)
+    grow = make_policy(interval=2, batch_factors=BATCH, favour=hold_and(1))
+    scheduler = make_scheduler(problem, opt, grow, hold_batch=True)
+    result = run_inner(problem, opt, 40, scheduler_hook(problem, scheduler))
+    assert scheduler.decisions == 20 and problem.batch_size == 8 == scheduler.batch_size
+    assert result.examples_seen == 40 * 8
