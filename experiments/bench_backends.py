@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from qlr.policy import atomic_write_bytes
+
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = (("local", 1), ("local", 2), ("ray", 1), ("ray", 2))
 DEFAULT_GRID = ["--suite", "nn", "--seeds", "1", "--methods", "constant", "cosine", "armijo"]
@@ -132,7 +134,7 @@ def main() -> None:
             print(f"repeat {repeat + 1}: {backend} x{workers}: {measured['total']:.1f} s")
     text = markdown(results, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    atomic_write_bytes(args.out, text.encode())
     print(text)
     print(f"written to {args.out}")
 

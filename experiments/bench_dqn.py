@@ -22,6 +22,8 @@ import statistics
 import time
 from pathlib import Path
 
+from qlr.policy import atomic_write_bytes
+
 ROOT = Path(__file__).resolve().parent.parent
 # (n_envs, vec_env). Two envs in this process as well: SB3 steps its envs in lockstep, so
 # subprocesses only pay off when envs cost alike, which inner problems of mixed sizes do not.
@@ -100,7 +102,7 @@ def main() -> None:
         print(f"{n_envs} env(s), {vec_env}: median {statistics.median(rates):.0f} transitions/s")
     text = markdown(results, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    atomic_write_bytes(args.out, text.encode())
     print(text)
     print(f"written to {args.out}")
 

@@ -21,6 +21,7 @@ import torch
 
 from qlr.envs import LearningRateEnv, ProblemDistribution
 from qlr.features import FeatureTracker
+from qlr.policy import atomic_write_bytes
 
 RESULTS = Path(__file__).parent / "results" / "bench_env.md"
 
@@ -123,7 +124,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    atomic_write_bytes(RESULTS, text.encode())
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch
 
 from qlr import QLRScheduler
 from qlr.envs import LearningRateEnv
+from qlr.policy import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results" / "bench_memory.md"
@@ -121,7 +122,7 @@ def main() -> None:
     table = "\n".join(lines) + "\n"
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(table)
+    atomic_write_bytes(args.out, table.encode())
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ import torch
 
 from qlr import QLRScheduler
 from qlr.features import FEATURES_V2
-from qlr.policy import Policy, PolicyMetadata, save_policy
+from qlr.policy import Policy, PolicyMetadata, atomic_write_bytes, save_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results" / "bench_scheduler.md"
@@ -316,7 +316,7 @@ def main() -> None:
     text = markdown(rows, memory, args)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    atomic_write_bytes(args.out, text.encode())
 
 
 if __name__ == "__main__":
