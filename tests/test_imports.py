@@ -7,7 +7,8 @@ import sys
 def test_import_qlr_loads_no_training_dependencies():
     code = (
         "import sys, qlr; "
-        "heavy = [m for m in ('gymnasium', 'stable_baselines3', 'tensorboard', 'yaml', 'sklearn') "
+        "heavy = [m for m in ('gymnasium', 'stable_baselines3', 'tensorboard', 'yaml', 'sklearn', "
+        "'ray') "
         "if m in sys.modules]; "
         "assert not heavy, heavy"
     )
@@ -23,3 +24,14 @@ def test_qlr_core_never_imports_envs_or_agents():
     upward = re.compile(r"^\s*(from|import)\s+qlr\.(envs|agents)\b", re.MULTILINE)
     for path in Path(qlr.__file__).parent.glob("*.py"):
         assert not upward.search(path.read_text()), path.name
+
+
+def test_the_local_compare_backend_and_the_cli_never_load_ray():
+    """Ray is an optional extra: `qlr --help` and a local compare run without it."""
+    code = (
+        "import sys; from qlr.agents.cli import build_parser; build_parser(); "
+        "from qlr.agents.compare import load_suite, make_specs, run_all; "
+        "specs, _ = make_specs(load_suite('compare_tiny')); run_all(specs[:2], progress=False); "
+        "assert 'ray' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
