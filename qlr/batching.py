@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sized
+from numbers import Integral
 from typing import Any
 
 from torch.utils.data import Sampler
@@ -50,10 +51,11 @@ class DynamicBatchSampler(Sampler[list[int]]):
         self.current_batch_size()  # fail here, not in the first epoch, on a bad source
 
     def current_batch_size(self) -> int:
+        """The size the next batch will have, as the source says now."""
         size = self._read()
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        if isinstance(size, bool) or not isinstance(size, Integral) or size < 1:
             raise ValueError(f"the batch size source returned {size!r}, not a positive integer")
-        return size
+        return int(size)
 
     def __iter__(self) -> Iterator[list[int]]:
         batch: list[int] = []

@@ -209,7 +209,7 @@ def test_a_batch_policy_needs_the_starting_batch_size(make_policy):
 
 def test_dynamic_batch_sampler_reads_a_callable_and_rejects_bad_sources():
     size = {"now": 3}
-    sampler = qlr.DynamicBatchSampler(SequentialSampler(range(10)), lambda: size["now"])
+    sampler = qlr.DynamicBatchSampler(SequentialSampler(range(10)), lambda: np.int64(size["now"]))
     batches = []
     for batch in sampler:
         batches.append(batch)
