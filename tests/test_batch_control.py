@@ -35,6 +35,19 @@ def hold_and(batch_index: int) -> int:
     return 1 * len(BATCH) + batch_index
 
 
+def train_one_epoch(loader, model, opt, sched, loss_fn) -> list[int]:
+    """A user's loop over `loader`, stepping `sched` after every step; the batch sizes seen."""
+    sizes = []
+    for xb, yb in loader:
+        sizes.append(len(xb))
+        opt.zero_grad()
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        opt.step()
+        sched.step(loss)
+    return sizes
+
+
 # --------------------------------------------------------------------------- the environment
 
 
@@ -183,14 +196,7 @@ def test_scheduler_and_sampler_grow_the_batch_of_a_real_dataloader(make_policy):
     loader = DataLoader(
         TensorDataset(x, y), batch_sampler=qlr.DynamicBatchSampler(RandomSampler(x), sched)
     )
-    seen = []
-    for xb, yb in loader:
-        seen.append(len(xb))
-        opt.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(xb), yb)
-        loss.backward()
-        opt.step()
-        sched.step(loss)
+    seen = train_one_epoch(loader, model, opt, sched, torch.nn.functional.mse_loss)
     # Decisions every 2 steps at 16, every step at 32 and 64 (same examples per decision).
     assert seen[:6] == [16, 16, 32, 64, 64, 64]
     assert sum(seen) == 2048 and max(seen) == 64 == sched.batch_size
@@ -242,13 +248,8 @@ def test_old_policy_files_still_drive_rate_only_control(tmp_path, make_policy):
             TensorDataset(x, y), batch_sampler=qlr.DynamicBatchSampler(range(256), sched)
         )
         for _ in range(3):
-            for xb, yb in loader:
-                assert len(xb) == 32
-                opt.zero_grad()
-                loss = torch.nn.functional.mse_loss(model(xb), yb)
-                loss.backward()
-                opt.step()
-                sched.step(loss)
+            sizes = train_one_epoch(loader, model, opt, sched, torch.nn.functional.mse_loss)
+            assert sizes == [32] * 8
         assert sched.decisions == 24 // policy.decision_interval and sched.batch_size == 32
         assert not sched.controller.tracker.dense
     assert opt.param_groups[0]["lr"] < 0.1  # the last one always lowers the rate: it acted
@@ -401,14 +402,8 @@ def test_the_shipped_noise_policy_drives_a_real_loop():
     loader = DataLoader(
         TensorDataset(x, y), batch_sampler=qlr.DynamicBatchSampler(RandomSampler(x), sched)
     )
-    sizes = []
-    for xb, yb in loader:
-        sizes.append(len(xb))
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(xb), yb)
-        loss.backward()
-        opt.step()
-        sched.step(loss)
+    loss_fn = torch.nn.functional.binary_cross_entropy_with_logits
+    sizes = train_one_epoch(loader, model, opt, sched, loss_fn)
     assert sum(sizes) == 4096 and sched.decisions > 0
     assert all(16 <= s <= 128 for s in sizes[:-1])  # within 8x the start (the trained bound)
 
