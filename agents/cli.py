@@ -12,14 +12,14 @@ import importlib
 import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("qlr.agents.train", "train a DQN learning-rate controller from a config"),
+    "train": ("qlr.agents.learn.train", "train a DQN learning-rate controller from a config"),
     "evaluate": (
-        "qlr.agents.evaluate",
+        "qlr.agents.bench.evaluate",
         "score a policy on held-out problems",
     ),
-    "compare": ("qlr.agents.compare", "run a benchmark suite of methods x problems x seeds"),
-    "sweep": ("qlr.agents.sweep", "many `qlr train` trials with Ray Tune (needs qlr[ray])"),
-    "export": ("qlr.agents.export", "write a run's Q-network to a deployable policy file"),
+    "compare": ("qlr.agents.bench.compare", "run a benchmark suite of methods x problems x seeds"),
+    "sweep": ("qlr.agents.learn.sweep", "many `qlr train` trials with Ray Tune (needs qlr[ray])"),
+    "export": ("qlr.agents.learn.export", "write a run's Q-network to a deployable policy file"),
     "demo": ("qlr.agents.demo", "a short demonstration on bundled data"),
 }
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qlr.agents.evaluate import EvalConfig, oracle_specs, policy_specs, run_specs, summarize
+from qlr.agents.bench.evaluate import EvalConfig, oracle_specs, policy_specs, run_specs, summarize
 from qlr.features import FEATURES_V1, FEATURES_V2
 from qlr.policy import atomic_write_bytes
 
@@ -174,7 +174,7 @@ def table(results: dict[str, list[dict]], timesteps: int, seeds: list[int]) -> s
         f"{', '.join(f'{x:g}' for x in VAL.initial_lrs)}, {VAL.steps} gradient evaluations, "
         "oracle = best of 15 constant rates). Scores are log10(final / oracle): lower is better. "
         "Avoidable divergences exclude runs whose starting rate blows up within two steps, "
-        "before any scheduler can act (see qlr.agents.evaluate).",
+        "before any scheduler can act (see qlr.agents.bench.evaluate).",
         "",
         "| variant | what changes | median per seed | median, all seeds | within 2x "
         "| beats start rate | divergences (avoidable) |",

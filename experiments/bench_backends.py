@@ -42,7 +42,7 @@ def measure(grid: list[str], backend: str, workers: int) -> dict[str, float]:
     """One run of the grid in this process: seconds in all, and Ray's start-up share."""
     import torch
 
-    from qlr.agents.compare import configure, make_specs, run_all, suite_from_args
+    from qlr.agents.bench.compare import configure, make_specs, run_all, suite_from_args
 
     parser = argparse.ArgumentParser()
     configure(parser)
@@ -51,7 +51,7 @@ def measure(grid: list[str], backend: str, workers: int) -> dict[str, float]:
     startup = 0.0
     began = time.perf_counter()
     if backend == "ray":
-        from qlr.agents import ray_backend
+        from qlr.agents.bench import ray_backend
 
         ray = ray_backend.start_local(workers)
         startup = time.perf_counter() - began

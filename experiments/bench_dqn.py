@@ -36,9 +36,9 @@ def measure(config_path: Path, n_envs: int, vec_env: str, timesteps: int, seed: 
     from stable_baselines3 import DQN
     from stable_baselines3.common.callbacks import CallbackList
 
-    from qlr.agents.callbacks import QValueCallback, RolloutStatsCallback
-    from qlr.agents.config import dqn_model_kwargs, load_config
-    from qlr.agents.train import make_vec_env
+    from qlr.agents.learn.callbacks import QValueCallback, RolloutStatsCallback
+    from qlr.agents.learn.config import dqn_model_kwargs, load_config
+    from qlr.agents.learn.train import make_vec_env
 
     torch.set_num_threads(1)  # as `qlr train` does
     overrides = [f"n_envs={n_envs}", f"vec_env={vec_env}", f"seed={seed}"]

@@ -62,7 +62,7 @@ def read_scalars(run_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def action_labels(run_dir: Path, n_actions: int) -> list[str]:
     """ "x0.5", "x1", "x2", ... from the run's config, else action indices."""
     try:
-        from qlr.agents.config import load_config
+        from qlr.agents.learn.config import load_config
         from qlr.control import resolve_action_factors
 
         factors = resolve_action_factors(load_config(run_dir / "config.yaml").env["action_factors"])

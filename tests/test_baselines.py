@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from qlr.agents import linesearch
-from qlr.agents.baselines import (
+from qlr.agents.bench import linesearch
+from qlr.agents.bench.baselines import (
     METHODS,
     Budget,
     GraduatedSchedule,

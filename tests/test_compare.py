@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from qlr.agents.baselines import get_method
-from qlr.agents.cli import main
-from qlr.agents.compare import (
+from qlr.agents.bench.baselines import get_method
+from qlr.agents.bench.compare import (
     SUITE_DIR,
     Suite,
     load_suite,
     make_specs,
     win_rates,
 )
-from qlr.agents.evaluate import DEFAULT_SEED
+from qlr.agents.bench.evaluate import DEFAULT_SEED
+from qlr.agents.cli import main
 
 MISSING_POLICY = "policy:/nonexistent/policy.qlr"  # fails at load: a deliberately failing method
 TINY_METHODS = [

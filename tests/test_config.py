@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qlr.agents.config import (
+from qlr.agents.learn.config import (
     PERIODIC_EVAL_DEFAULTS,
     TrainConfig,
     config_from_dict,

@@ -1,6 +1,6 @@
 """`qlr evaluate`'s scores, on real runs: divergences a scheduler could not have prevented."""
 
-from qlr.agents.evaluate import EvalConfig, evaluate_policy
+from qlr.agents.bench.evaluate import EvalConfig, evaluate_policy
 from qlr.policy import save_policy
 
 

@@ -10,8 +10,8 @@ import torch
 from stable_baselines3 import DQN
 
 from qlr.agents.cli import main
-from qlr.agents.config import config_from_dict, dqn_model_kwargs, dump_config
-from qlr.agents.export import export_file, export_model, policy_from_model, q_network_layers
+from qlr.agents.learn.config import config_from_dict, dqn_model_kwargs, dump_config
+from qlr.agents.learn.export import export_file, export_model, policy_from_model, q_network_layers
 from qlr.control import ACTION_SETS
 from qlr.envs import LearningRateEnv
 from qlr.features import FEATURES_V2

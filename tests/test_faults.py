@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from qlr import QLRScheduler
-from qlr.agents.callbacks import latest_checkpoint
+from qlr.agents.learn.callbacks import latest_checkpoint
 from qlr.policy import Policy, save_policy
 
 ROOT = Path(__file__).resolve().parent.parent

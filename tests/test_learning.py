@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from qlr.agents.config import load_config
-from qlr.agents.evaluate import EvalConfig, evaluate_policy
-from qlr.agents.train import train
+from qlr.agents.bench.evaluate import EvalConfig, evaluate_policy
+from qlr.agents.learn.config import load_config
+from qlr.agents.learn.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

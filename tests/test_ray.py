@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qlr.agents.bench.compare import execute, load_suite, make_specs, run_all
 from qlr.agents.cli import main
-from qlr.agents.compare import execute, load_suite, make_specs, run_all
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]  # `make test` runs them: -m 'not slow or ray'
 
@@ -33,7 +33,7 @@ SMALL = ["total_timesteps=200", "eval_freq=100", "checkpoint_freq=100", "final_e
 @pytest.fixture(scope="module")
 def ray_instance():
     """A local Ray for the module, started the way `qlr compare --backend ray` starts one."""
-    from qlr.agents import ray_backend
+    from qlr.agents.bench import ray_backend
 
     try:
         ray_backend.import_ray(local=True)
@@ -87,7 +87,7 @@ def test_compare_command_on_ray_records_a_failing_method(ray_instance, tmp_path:
 
 
 def test_a_task_that_raises_or_kills_its_worker_is_a_failed_run(ray_instance) -> None:
-    from qlr.agents import ray_backend
+    from qlr.agents.bench import ray_backend
 
     specs, _ = make_specs(replace(load_suite("compare_tiny"), methods=("constant", "cosine")))
     specs = [s for s in specs if s.method == "constant"][:4] + [
@@ -120,7 +120,7 @@ def test_a_task_that_raises_or_kills_its_worker_is_a_failed_run(ray_instance) ->
 @pytest.fixture(scope="module")
 def finished_sweep(ray_instance, tmp_path_factory: pytest.TempPathFactory):
     """Two trials of tiny.yaml (two learning rates), run to the end."""
-    from qlr.agents.sweep import record_from_files, sweep
+    from qlr.agents.learn.sweep import record_from_files, sweep
 
     out = tmp_path_factory.mktemp("sweep") / "tiny"
     record = record_from_files(TINY, SWEEP_TINY, SMALL)
@@ -128,7 +128,7 @@ def finished_sweep(ray_instance, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_sweep_trains_every_trial_and_reports_each_evaluation(finished_sweep) -> None:
-    from qlr.agents.sweep import METRIC
+    from qlr.agents.learn.sweep import METRIC
 
     _, report = finished_sweep
     assert not report.interrupted and len(report.trials) == 2
@@ -165,7 +165,7 @@ def test_sweep_exports_the_best_trials_policy(finished_sweep) -> None:
 
 
 def test_resuming_a_finished_sweep_trains_nothing_again(finished_sweep) -> None:
-    from qlr.agents.sweep import sweep
+    from qlr.agents.learn.sweep import sweep
 
     record, report = finished_sweep
     stamps = {t.trial_id: (Path(t.run_dir) / "summary.json").stat().st_mtime for t in report.trials}
@@ -196,7 +196,7 @@ def _interrupt_after_first_checkpoint(trials_dir: Path, timeout: float = 120.0) 
 def test_an_interrupted_sweep_resumes_from_the_trials_checkpoints(
     ray_instance, tmp_path: Path
 ) -> None:
-    from qlr.agents.sweep import TRIALS_DIR, record_from_files, sweep
+    from qlr.agents.learn.sweep import TRIALS_DIR, record_from_files, sweep
 
     out = tmp_path / "sweep"
     record = record_from_files(TINY, SWEEP_TINY, ["total_timesteps=600", *SMALL[1:]])
@@ -219,7 +219,7 @@ def test_an_interrupted_sweep_resumes_from_the_trials_checkpoints(
 
 
 def test_asha_stops_the_trials_that_trail(ray_instance, tmp_path: Path) -> None:
-    from qlr.agents.sweep import record_from_files, sweep
+    from qlr.agents.learn.sweep import record_from_files, sweep
 
     # The same training under four evaluation settings: scores that differ, deterministically.
     search = tmp_path / "asha.yaml"

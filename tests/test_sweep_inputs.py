@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from qlr.agents.bench.compare import run_all
 from qlr.agents.cli import main
-from qlr.agents.compare import run_all
-from qlr.agents.config import parse_yaml
-from qlr.agents.search_space import (
+from qlr.agents.learn.config import parse_yaml
+from qlr.agents.learn.search_space import (
     check_against_config,
     load_search,
     search_from_dict,
@@ -120,7 +120,7 @@ def test_sweep_command_needs_a_config_and_a_search(tmp_path: Path) -> None:
 
 
 def test_without_ray_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    from qlr.agents.ray_backend import import_ray
+    from qlr.agents.bench.ray_backend import import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets when it is missing
     with pytest.raises(ImportError, match=r"pip install 'qlr\[ray\]'"):
@@ -128,6 +128,6 @@ def test_without_ray_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_the_sweep_scores_what_best_policy_was_kept_for() -> None:
-    from qlr.agents import callbacks, sweep
+    from qlr.agents.learn import callbacks, sweep
 
     assert sweep.SCORE_KEY == callbacks.SCORE_KEY

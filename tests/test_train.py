@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qlr.agents.callbacks import (
+from qlr.agents.cli import main
+from qlr.agents.learn.callbacks import (
     atomic_save,
     checkpoint_paths,
     latest_checkpoint,
     list_checkpoints,
     save_checkpoint,
 )
-from qlr.agents.cli import main
-from qlr.agents.config import load_config
-from qlr.agents.train import default_run_dir, train
+from qlr.agents.learn.config import load_config
+from qlr.agents.learn.train import default_run_dir, train
 from qlr.features import FEATURES_V2
 from qlr.policy import load_policy
 
@@ -291,7 +291,7 @@ def test_a_diverged_network_is_recorded_and_training_goes_on(tmp_path: Path) -> 
     import torch
     from stable_baselines3 import DQN
 
-    from qlr.agents.callbacks import HeldOutEvalCallback, HeldOutEvaluator
+    from qlr.agents.learn.callbacks import HeldOutEvalCallback, HeldOutEvaluator
     from qlr.envs import LearningRateEnv
 
     model = DQN("MlpPolicy", LearningRateEnv(problem="quadratic"), device="cpu")

@@ -5,7 +5,7 @@ given a fresh problem instance, the name of an inner optimizer, an initial learn
 `Budget`, it trains the problem and returns the final full loss, the per-step losses and rates
 and what it was charged. Methods that are "an optimizer plus a hook after each step" all go
 through `qlr.envs.run.run_inner`, the same loop `QLRScheduler` is scored in; line searches and
-Newton's method evaluate trial points and have their own loops in `qlr.agents.linesearch`.
+Newton's method evaluate trial points and have their own loops in `qlr.agents.bench.linesearch`.
 
 =====================  ========================================================================
 method                 what it does (defaults)
@@ -52,8 +52,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from qlr.agents import linesearch
-from qlr.agents.linesearch import Budget, MethodResult, examples_per_eval
+from qlr.agents.bench import linesearch
+from qlr.agents.bench.linesearch import Budget, MethodResult, examples_per_eval
 from qlr.control import reference_lr, scale_lr
 from qlr.envs.optimizers import make_optimizer
 from qlr.envs.problems import DataProblem, Problem, VectorProblem

@@ -8,7 +8,7 @@ Example:
 A run directory holds::
 
     config.yaml            the resolved config (every default filled in)
-    tensorboard/           SB3's scalars and ours (see qlr.agents.callbacks)
+    tensorboard/           SB3's scalars and ours (see qlr.agents.learn.callbacks)
     checkpoints/           model_*.zip + replay_buffer_*.pkl + checkpoint_*.json markers
     best_policy.qlr        best Q-network on the periodic held-out evaluation (+ best_model.zip)
     final_policy.qlr       the Q-network at the end of training (+ final_model.zip)
@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qlr.agents.config import TrainConfig, dump_config, load_config
+from qlr.agents.learn.config import TrainConfig, dump_config, load_config
 
 if TYPE_CHECKING:
     import gymnasium
@@ -143,7 +143,7 @@ def _train(
     from stable_baselines3.common.callbacks import CallbackList
     from tqdm import TqdmExperimentalWarning
 
-    from qlr.agents.callbacks import (
+    from qlr.agents.learn.callbacks import (
         CheckpointCallback,
         HeldOutEvalCallback,
         HeldOutEvaluator,
@@ -241,7 +241,7 @@ def _best_entry(history: list[dict]) -> dict | None:
 def _new_model(config: TrainConfig, run_dir: Path, venv: VecEnv) -> DQN:
     from stable_baselines3 import DQN
 
-    from qlr.agents.config import dqn_model_kwargs
+    from qlr.agents.learn.config import dqn_model_kwargs
 
     # DQN seeds python, numpy, torch, the action space and the envs (env i: seed + i) itself.
     return DQN(
@@ -263,7 +263,7 @@ def _remove_interrupted_writes(run_dir: Path) -> None:
 def _resume_model(config: TrainConfig, run_dir: Path, venv: VecEnv) -> DQN:
     from stable_baselines3 import DQN
 
-    from qlr.agents.callbacks import latest_checkpoint
+    from qlr.agents.learn.callbacks import latest_checkpoint
 
     _remove_interrupted_writes(run_dir)
     checkpoint = latest_checkpoint(run_dir / "checkpoints")
@@ -285,9 +285,9 @@ def _finish(
     config: TrainConfig, run_dir: Path, model: DQN, echo: Callable[[str], None]
 ) -> tuple[dict[str, str], dict[str, Any] | None]:
     """Final model and policy, then the final evaluation of the best and the final policy."""
-    from qlr.agents.callbacks import HeldOutEvaluator, atomic_save, write_json
-    from qlr.agents.evaluate import format_summary
-    from qlr.agents.export import export_model
+    from qlr.agents.bench.evaluate import format_summary
+    from qlr.agents.learn.callbacks import HeldOutEvaluator, atomic_save, write_json
+    from qlr.agents.learn.export import export_model
 
     config_dict = config.to_dict()
     files = {"run_dir": str(run_dir), "config": str(run_dir / CONFIG_FILE)}

@@ -13,7 +13,7 @@ exceed its `Budget`; the parameters are then left at the last accepted point. Th
 a deterministic objective: a minibatch gradient makes the sufficient-decrease tests meaningless.
 
 This module also defines the two records every baseline shares, `Budget` and `MethodResult`,
-because it is the lowest layer that needs them (`qlr.agents.baselines` imports it).
+because it is the lowest layer that needs them (`qlr.agents.bench.baselines` imports it).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A config file holds the fields of `TrainConfig`; ``env`` holds keyword arguments of
 `qlr.envs.LearningRateEnv`, ``dqn`` those of stable-baselines3's ``DQN`` under SB3's own names,
-``eval`` and ``final_eval`` those of `qlr.agents.evaluate.EvalConfig`. Every key is checked:
+``eval`` and ``final_eval`` those of `qlr.agents.bench.evaluate.EvalConfig`. Every key is checked:
 a misspelt one fails at once with a ValueError that lists the valid keys, instead of being
 ignored for a 25-minute run.
 
@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from qlr.agents.evaluate import EvalConfig
+from qlr.agents.bench.evaluate import EvalConfig
 
 VEC_ENVS = ("subproc", "dummy")
 

@@ -52,7 +52,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
-from qlr.agents.compare_report import (
+from qlr.agents.bench.evaluate import (
+    DEFAULT_SEED,
+    build_problem,
+    log10_ratio,
+    single_thread_worker,
+)
+from qlr.agents.bench.report import (
     example_runs,
     format_summary,
     plot_examples,
@@ -60,18 +66,12 @@ from qlr.agents.compare_report import (
     write_csv,
     write_tensorboard,
 )
-from qlr.agents.evaluate import (
-    DEFAULT_SEED,
-    build_problem,
-    log10_ratio,
-    single_thread_worker,
-)
 from qlr.policy import atomic_write_bytes
 
 if TYPE_CHECKING:  # the baselines load qlr.envs (gymnasium): only when a suite runs
-    from qlr.agents.baselines import Budget, Method, MethodResult
+    from qlr.agents.bench.baselines import Budget, Method, MethodResult
 
-SUITE_DIR = Path(__file__).resolve().parent.parent / "experiments" / "configs"
+SUITE_DIR = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 COUNTS = ("grad", "grad+func", "both", "examples")
 BACKENDS = ("local", "ray")
 STATUSES = ("ok", "diverged", "failed", "n/a")
@@ -96,7 +96,7 @@ class Suite:
     name: str
     problems: list[ProblemEntry]
     methods: tuple[str, ...]
-    """Method names (see `qlr.agents.baselines.METHODS`) or ``policy:PATH``."""
+    """Method names (see `qlr.agents.bench.baselines.METHODS`) or ``policy:PATH``."""
     description: str = ""
     seeds: int = 3
     """Held-out instances per problem entry."""
@@ -120,7 +120,7 @@ class Suite:
         return ("grad", "grad+func") if self.count == "both" else (self.count,)
 
     def budget(self, count: str) -> Budget:
-        from qlr.agents.baselines import Budget
+        from qlr.agents.bench.baselines import Budget
 
         if count == "examples":
             return Budget(examples=self.examples)
@@ -130,8 +130,8 @@ class Suite:
 
 
 def _method(name: str) -> Method:
-    """`qlr.agents.baselines.get_method`, imported on first use."""
-    from qlr.agents.baselines import get_method
+    """`qlr.agents.bench.baselines.get_method`, imported on first use."""
+    from qlr.agents.bench.baselines import get_method
 
     return get_method(name)
 
@@ -403,7 +403,7 @@ def run_all(
 ) -> list[tuple[list[dict], dict | None]]:
     """Execute specs with a progress bar, in `jobs` spawned worker processes when > 1.
 
-    With ``backend="ray"`` every spec is a Ray task instead (`qlr.agents.ray_backend`), on a
+    With ``backend="ray"`` every spec is a Ray task instead (`qlr.agents.bench.ray_backend`), on a
     Ray instance started here with `jobs` CPUs or on the cluster at `address`.
     """
     if backend not in BACKENDS:
@@ -411,7 +411,7 @@ def run_all(
     if address is not None and backend != "ray":
         raise ValueError("an address is a Ray cluster's: it needs backend='ray'")
     if backend == "ray":
-        from qlr.agents import ray_backend
+        from qlr.agents.bench import ray_backend
 
         return ray_backend.run_all(specs, jobs, progress, address)
     from tqdm.auto import tqdm

@@ -47,7 +47,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 
-from qlr.agents.evaluate import (
+from qlr.agents.bench.evaluate import (
     EvalConfig,
     RunSpec,
     build_problem,
@@ -56,7 +56,7 @@ from qlr.agents.evaluate import (
     run_specs,
     summarize,
 )
-from qlr.agents.export import export_model
+from qlr.agents.learn.export import export_model
 
 SCORE_KEY = "median_log10_vs_oracle"
 _UMASK = os.umask(0)

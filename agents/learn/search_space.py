@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qlr.agents.config import TrainConfig, apply_override, config_from_dict, parse_yaml
+from qlr.agents.learn.config import TrainConfig, apply_override, config_from_dict, parse_yaml
 
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
 SCHEDULERS = ("fifo", "asha")

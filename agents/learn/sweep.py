@@ -6,7 +6,7 @@ Example:
     $ qlr sweep --resume --out runs/sweep_default          # after an interruption
     $ qlr sweep --config ... --search ... --address HEAD:6379   # on a running cluster
 
-The search file (`qlr.agents.search_space`) says which config keys to vary, over which seeds,
+The search file (`qlr.agents.learn.search_space`) says which config keys to vary, over which seeds,
 with which search algorithm and whether to stop poor trials early. Each trial is an ordinary
 `train` run in its own run directory; every periodic held-out evaluation it makes (on ``val``)
 is reported to Tune as it lands, which is what an early-stopping scheduler acts on. The score
@@ -47,8 +47,8 @@ from typing import Any
 
 import yaml
 
-from qlr.agents.config import TrainConfig, parse_yaml
-from qlr.agents.search_space import (
+from qlr.agents.learn.config import TrainConfig, parse_yaml
+from qlr.agents.learn.search_space import (
     SearchSpace,
     check_against_config,
     load_search,
@@ -61,8 +61,9 @@ from qlr.agents.search_space import (
 )
 from qlr.policy import atomic_write_bytes
 
-# The periodic evaluation's score in eval_history.json: `qlr.agents.callbacks.SCORE_KEY`, spelt
-# out here because that module loads stable-baselines3, which `qlr --help` should not wait for.
+# The periodic evaluation's score in eval_history.json: `qlr.agents.learn.callbacks.SCORE_KEY`,
+# spelt out here because that module loads stable-baselines3, which `qlr --help` should not
+# wait for.
 SCORE_KEY = "median_log10_vs_oracle"
 METRIC = f"best_{SCORE_KEY}"  # what a trial reports to Tune: its best score so far
 RECORD_FILE = "sweep.yaml"
@@ -86,7 +87,7 @@ class TrainingThread(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        from qlr.agents.train import train
+        from qlr.agents.learn.train import train
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log = self.run_dir / "train.log"  # what `qlr train` would print, kept with the run
@@ -112,8 +113,8 @@ def prepare_run_dir(run_dir: Path) -> bool | None:
 
     A run killed before its first checkpoint has nothing to resume from: it starts over.
     """
-    from qlr.agents.callbacks import latest_checkpoint
-    from qlr.agents.train import CONFIG_FILE
+    from qlr.agents.learn.callbacks import latest_checkpoint
+    from qlr.agents.learn.train import CONFIG_FILE
 
     if (run_dir / "summary.json").is_file():
         return None
@@ -254,7 +255,7 @@ def sweep(
         FileNotFoundError: `resume` is True and `out` holds no sweep to continue.
         ValueError: `record` differs from the sweep being resumed, or fails its checks.
     """
-    from qlr.agents.ray_backend import import_ray, ray_session
+    from qlr.agents.bench.ray_backend import import_ray, ray_session
 
     out = Path(out).resolve()
     search = record.search_space()
@@ -357,7 +358,7 @@ def _trial_row(result: Any, trials_dir: Path) -> TrialRow:
         status = "interrupted"
     error = ""
     if result.error is not None:
-        from qlr.agents.ray_backend import failure_reason
+        from qlr.agents.bench.ray_backend import failure_reason
 
         error = failure_reason(result.error)
     return TrialRow(

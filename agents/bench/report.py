@@ -18,7 +18,7 @@ from qlr.agents.figures import save_figure
 from qlr.policy import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from qlr.agents.compare import Suite
+    from qlr.agents.bench.compare import Suite
 
 CSV_COLUMNS = tuple(
     "suite budget problem family seed instance dim stochastic optimizer lr method role status "
@@ -129,7 +129,7 @@ def example_runs(
     count = "grad+func" if "grad+func" in suite.counts() else suite.counts()[0]
     opt = suite.optimizers[0]
     lr = suite.initial_lrs[len(suite.initial_lrs) // 2]
-    from qlr.agents.baselines import get_method
+    from qlr.agents.bench.baselines import get_method
 
     methods = [get_method(m) for m in suite.methods]
     wanted = {m.name: m for m in methods}
@@ -259,7 +259,7 @@ def write_tensorboard(summary: dict, examples: list, suite: Suite, folder: Path)
     """One TensorBoard run per method: summary scalars and the example curves."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from qlr.agents.baselines import get_method
+    from qlr.agents.bench.baselines import get_method
 
     x_unit = "examples" if "examples" in suite.counts() else "total"
     for name in suite.methods:

@@ -146,7 +146,7 @@ def export_model(
 
 def _env_section(train_config: Mapping[str, Any]) -> dict[str, Any]:
     """The env section with `LearningRateEnv`'s defaults for anything it leaves out."""
-    from qlr.agents.config import resolve_env_kwargs
+    from qlr.agents.learn.config import resolve_env_kwargs
 
     return resolve_env_kwargs(dict(train_config.get("env") or {}))
 
@@ -159,7 +159,7 @@ def find_model(source: Path, which: str = "final") -> Path:
     checkpoint (``"latest"``); ``"final"`` falls back to the latest checkpoint of a run that
     has not finished.
     """
-    from qlr.agents.callbacks import latest_checkpoint
+    from qlr.agents.learn.callbacks import latest_checkpoint
 
     if source.is_file():
         return source
@@ -194,7 +194,7 @@ def export_file(
     """Export the model that `source` designates to the policy file `out`."""
     from stable_baselines3 import DQN
 
-    from qlr.agents.config import load_config
+    from qlr.agents.learn.config import load_config
 
     model_path = find_model(Path(source), which)
     config_path = Path(config_path) if config_path is not None else find_config(model_path)

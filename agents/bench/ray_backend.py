@@ -28,7 +28,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from qlr.agents.compare import CompareSpec
+    from qlr.agents.bench.compare import CompareSpec
 
 INSTALL_HINT = "the Ray backend needs the 'ray' extra: pip install 'qlr[ray]'"
 # A crashed worker is retried once: on a cluster a node can go away under a task, while a run
@@ -39,7 +39,7 @@ MAX_RETRIES = 1
 # Ray reads this when it is first imported.
 _LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
-Result = tuple[list[dict], dict | None]  # what `qlr.agents.compare.execute` returns
+Result = tuple[list[dict], dict | None]  # what `qlr.agents.bench.compare.execute` returns
 
 
 def import_ray(local: bool = False) -> ModuleType:
@@ -97,7 +97,7 @@ def ray_session(address: str | None = None, num_cpus: int = 1) -> Iterator[Modul
 
 def _execute_in_worker(execute: Callable[[CompareSpec], Result], spec: CompareSpec) -> Result:
     """One compare run inside a Ray worker, on one torch thread as in the local worker pool."""
-    from qlr.agents.evaluate import single_thread_worker
+    from qlr.agents.bench.evaluate import single_thread_worker
 
     single_thread_worker()
     return execute(spec)
@@ -121,8 +121,8 @@ def failed_result(spec: CompareSpec, reason: str) -> Result:
     """The rows of a run that never returned, with status ``failed`` and `reason`."""
     # The same rows `execute` writes for a method that raised; the problem's description
     # (dimension, minibatch or not) is rebuilt here, unless building it is what failed.
-    from qlr.agents.compare import _rows
-    from qlr.agents.evaluate import build_problem
+    from qlr.agents.bench.compare import _rows
+    from qlr.agents.bench.evaluate import build_problem
 
     try:
         info = build_problem(spec.family, dict(spec.kwargs), spec.instance).info()
@@ -141,16 +141,16 @@ def run_all(
     """Execute every spec as a Ray task; results in the order of `specs`.
 
     Args:
-        specs: the runs, as `qlr.agents.compare.make_specs` lists them.
+        specs: the runs, as `qlr.agents.bench.compare.make_specs` lists them.
         jobs: CPUs of the Ray instance started here (ignored when joining a cluster, whose
             nodes bring their own).
         progress: show a progress bar.
         address: ``HOST:PORT`` of a running cluster's head node; None starts Ray here.
-        execute: what a task runs per spec; `qlr.agents.compare.execute` by default.
+        execute: what a task runs per spec; `qlr.agents.bench.compare.execute` by default.
     """
     from tqdm.auto import tqdm
 
-    from qlr.agents import compare
+    from qlr.agents.bench import compare
 
     execute = execute or compare.execute
     with ray_session(address, jobs) as ray:
