@@ -34,8 +34,11 @@ test: $(RAY_STAMP)
 test-all: $(RAY_STAMP)
 	$(PY) -m pytest -q -m ''
 
+# ruff over everything; mypy over qlr/, the typed public API ([tool.mypy] in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) runs build *.egg-info .mypy_cache

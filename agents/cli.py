@@ -3,6 +3,11 @@
 Each subcommand lives in its own module with two functions, ``configure(parser)`` and
 ``run(args) -> int``. Modules import their heavy dependencies inside ``run`` so that
 ``qlr --help`` answers at once.
+
+A user's mistake (an unknown suite or config name, a missing file, a file of the wrong kind)
+raises `qlr.agents.errors.UsageError`; `main` prints its message as one line on stderr and exits
+with status 2, as argparse does for a bad option. Every other exception is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from qlr.agents.errors import UsageError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("qlr.agents.learn.train", "train a DQN learning-rate controller from a config"),
@@ -43,8 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``qlr`` command line; returns the exit status.
+
+    Raises:
+        SystemExit: status 2 on a usage error, after one line on stderr (argparse's own errors
+            exit the same way).
+    """
     args = build_parser().parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except UsageError as err:
+        # One line, whatever the message holds, so that scripts can show or parse it.
+        message = " ".join(str(err).split())
+        print(f"qlr {args.command}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sized
+from collections.abc import Callable, Iterator
 from numbers import Integral
-from typing import Any
+from typing import Any, Protocol
 
 from torch.utils.data import Sampler
+
+
+class IndexSampler(Protocol):
+    """What `DynamicBatchSampler` wraps: dataset indices, and how many make an epoch.
+
+    Every map-style torch sampler (``RandomSampler``, ``SequentialSampler``,
+    ``DistributedSampler``) is one, and so is a plain list of indices.
+    """
+
+    def __iter__(self) -> Iterator[int]: ...
+
+    def __len__(self) -> int: ...
 
 
 class DynamicBatchSampler(Sampler[list[int]]):
@@ -33,8 +45,12 @@ class DynamicBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(
-        self, sampler: Sampler[int] | Sized, batch_size: Callable[[], int] | Any, drop_last=False
+        self,
+        sampler: IndexSampler,
+        batch_size: Callable[[], int] | Any,
+        drop_last: bool = False,
     ) -> None:
+        self._read: Callable[[], object]
         if callable(batch_size):
             self._read = batch_size
         elif hasattr(batch_size, "batch_size"):
