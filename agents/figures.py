@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from qlr.policy import atomic_write_bytes
+from qlr._atomic import atomic_write_bytes
 
 
 def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:

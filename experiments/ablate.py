@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from qlr._atomic import atomic_write_bytes
 from qlr.agents.bench.evaluate import EvalConfig, oracle_specs, policy_specs, run_specs, summarize
 from qlr.features import FEATURES_V1, FEATURES_V2
-from qlr.policy import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "configs" / "default.yaml"

@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from qlr.policy import atomic_write_bytes
+from qlr._atomic import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = (("local", 1), ("local", 2), ("ray", 1), ("ray", 2))

@@ -22,7 +22,7 @@ import statistics
 import time
 from pathlib import Path
 
-from qlr.policy import atomic_write_bytes
+from qlr._atomic import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 # (n_envs, vec_env). Two envs in this process as well: SB3 steps its envs in lockstep, so

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
+from qlr._atomic import atomic_write_bytes
 from qlr.envs import LearningRateEnv, ProblemDistribution
 from qlr.features import FeatureTracker
-from qlr.policy import atomic_write_bytes
 
 RESULTS = Path(__file__).parent / "results" / "bench_env.md"
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from qlr import QLRScheduler
+from qlr._atomic import atomic_write_bytes
 from qlr.envs import LearningRateEnv
-from qlr.policy import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results" / "bench_memory.md"

@@ -46,8 +46,9 @@ from pathlib import Path
 import torch
 
 from qlr import QLRScheduler
+from qlr._atomic import atomic_write_bytes
 from qlr.features import FEATURES_V2
-from qlr.policy import Policy, PolicyMetadata, atomic_write_bytes, save_policy
+from qlr.policy import Policy, PolicyMetadata, save_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results" / "bench_scheduler.md"

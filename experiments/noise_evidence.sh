@@ -5,23 +5,26 @@
 # `qlr train --config experiments/configs/noise.yaml --seed N`) against the
 # shipped rate-only controller, the three staged schedules, a constant rate and the oracle.
 #   bash experiments/noise_evidence.sh          # 2 worker processes; JOBS=n for more
-# Writes experiments/results/noise/ (heldout.md, the compare summaries of seed 0 and of the
-# held batch) and experiments/results/compare_{graduated,noise_nn}/; full output in runs/.
+# Writes experiments/results/noise/ (heldout.md and the `qlr evaluate` reports behind it in
+# heldout/, the compare summaries of seed 0 and of the held batch) and
+# experiments/results/compare_{graduated,noise_nn}/; full output in runs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QLR=${QLR:-.venv/bin/qlr}
 JOBS=${JOBS:-2}
-mkdir -p runs/noise_eval
+HELDOUT=experiments/results/noise/heldout
+mkdir -p runs/noise_eval "$HELDOUT"
 
 # 1. Held-out minibatch problems (test_stochastic), 300 steps at the starting batch: a noise
-#    policy gets the same examples and spends them as it chooses.
+#    policy gets the same examples and spends them as it chooses. Each report (every run's
+#    final loss, the summary) is kept beside the table it makes.
 for policy in noise experiments/results/noise/seed0.qlr default; do
   name=$(basename "$policy" .qlr)
   "$QLR" evaluate "$policy" --distribution test_stochastic --instances 3 --jobs "$JOBS" \
-    --out "runs/noise_eval/$name.json" > "runs/noise_eval/$name.txt"
+    --out "$HELDOUT/$name.json" > "runs/noise_eval/$name.txt"
 done
-.venv/bin/python experiments/noise_table.py "noise, seed 1 (shipped)=runs/noise_eval/noise.json" \
-  "noise, seed 0=runs/noise_eval/seed0.json" "default (rate only)=runs/noise_eval/default.json" \
+.venv/bin/python experiments/noise_table.py "noise, seed 1 (shipped)=$HELDOUT/noise.json" \
+  "noise, seed 0=$HELDOUT/seed0.json" "default (rate only)=$HELDOUT/default.json" \
   > experiments/results/noise/heldout.md
 
 # 2. The graduated suite (digits and teacher-student MLPs, SGD, batch 32, 48,000 examples) and

@@ -1,6 +1,6 @@
 """One Markdown table from several `qlr evaluate --out` reports, one column block per policy.
 
-    python experiments/noise_table.py "noise=runs/noise_eval/noise.json" runs/noise_eval/x.json
+    python experiments/noise_table.py "noise=experiments/results/noise/heldout/noise.json" x.json
 
 An argument ``LABEL=PATH`` names the column; a bare path is named after its file.
 

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from qlr._atomic import atomic_write_bytes
 from qlr.features import FEATURE_VERSION, FEATURES_BY_VERSION, FEATURES_V2
 
 FORMAT_NAME = "qlr-policy"
@@ -128,7 +128,7 @@ class Policy:
         x = torch.as_tensor(np.asarray(obs, dtype=np.float32))
         if x.shape[-1] != self.obs_dim:
             raise ValueError(f"observation has length {x.shape[-1]}, policy expects {self.obs_dim}")
-        if self._mean is not None:
+        if self._mean is not None and self._std is not None:
             x = (x - self._mean) / self._std
         for i, (w, b) in enumerate(self.layers):
             x = torch.nn.functional.linear(x, w, b)
@@ -178,24 +178,6 @@ def save_policy(policy: Policy, path: str | os.PathLike) -> Path:
     path = Path(path)
     atomic_write_bytes(path, payload)
     return path
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, flush it to disk, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it normal rights
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def config_hash(config: dict) -> str:

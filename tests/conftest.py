@@ -1,5 +1,6 @@
-"""Shared fixtures."""
+"""Shared fixtures and helpers."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,3 +62,43 @@ def _single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+class DecisionAudit:
+    """Watches a `QLRScheduler` step by step; call it after every ``scheduler.step(loss)``.
+
+    At every decision it checks that the rate (and, for a policy with batch actions, the batch
+    size) moved by the factors of the action the policy's q-values rank first for the
+    observation the scheduler saw, within the scheduler's bounds. A scheduler that ignored its
+    policy, or never moved the rate, fails it.
+    """
+
+    def __init__(self, scheduler) -> None:
+        self.scheduler = scheduler
+        self.lrs = [scheduler.optimizer.param_groups[0]["lr"]]
+        self.batch_sizes = [scheduler.batch_size]
+        self.decisions = scheduler.decisions
+        self.checked = 0  # decisions checked (those on a step a guard also cut are skipped)
+
+    def __call__(self) -> None:
+        sched, controller = self.scheduler, self.scheduler.controller
+        lr, batch = sched.optimizer.param_groups[0]["lr"], sched.batch_size
+        if sched.decisions > self.decisions and controller.last_cut is None:
+            action = int(np.argmax(sched.policy.q_values(sched.last_observation)))
+            assert sched.last_action == action
+            per_rate = len(sched.policy.batch_factors or (1.0,))
+            factor = sched.policy.action_factors[action // per_rate]
+            expected = min(controller.max_lr, max(controller.min_lr, self.lrs[-1] * factor))
+            assert lr == pytest.approx(expected, rel=1e-6), (action, self.lrs[-1], lr)
+            if sched.policy.batch_factors is not None:
+                grown = round(self.batch_sizes[-1] * sched.policy.batch_factors[action % per_rate])
+                low, high = controller.min_batch_size, controller.max_batch_size
+                assert batch == min(high, max(low, grown)), (action, self.batch_sizes[-1], batch)
+            self.checked += 1
+        self.decisions = sched.decisions
+        self.lrs.append(lr)
+        self.batch_sizes.append(batch)
+
+    @property
+    def rate_moved(self) -> bool:
+        return len(set(self.lrs)) > 1

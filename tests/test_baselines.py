@@ -11,6 +11,8 @@ import torch
 
 from qlr.agents.bench import linesearch
 from qlr.agents.bench.baselines import (
+    GRADUATED,
+    GRADUATED_STAGES,
     METHODS,
     Budget,
     GraduatedSchedule,
@@ -236,9 +238,17 @@ def test_graduated_schedules_change_rate_and_batch_at_each_fifth(
     assert result.examples_seen <= budget.examples
 
 
-def test_graduated_schedule_shrinks_delta_by_one_over_sqrt2_per_stage() -> None:
-    for lr_factor, batch_factor in [(0.7071, 1.0), (1.0, 2.0), (0.866, 1.5)]:
-        assert lr_factor / math.sqrt(batch_factor) == pytest.approx(2**-0.5, rel=1e-3)
+@pytest.mark.parametrize("name", sorted(GRADUATED))
+def test_graduated_schedule_shrinks_delta_by_one_over_sqrt2_per_stage(name: str) -> None:
+    # delta = lr C / sqrt(batch): read the rate and the batch each step of a real run used.
+    budget = Budget(examples=5 * 640)
+    result = get_method(name).run(minibatch(), "sgd", 0.01, budget)
+    per_step = np.diff([0, *result.example_trace])  # examples each step used = its batch size
+    delta = np.array(result.lrs) / np.sqrt(per_step)
+    stages = np.flatnonzero(np.diff(delta)) + 1  # the steps where delta changed
+    assert len(stages) == GRADUATED_STAGES - 1, f"{name}: delta changed at steps {stages}"
+    levels = [delta[0], *delta[stages]]
+    assert np.allclose(np.diff(np.log(levels)), math.log(2**-0.5), rtol=2e-3), levels
 
 
 def test_graduated_schedule_needs_minibatches() -> None:
@@ -327,8 +337,10 @@ def test_line_searches_pay_for_trial_points() -> None:
 
 
 def test_budget_needs_a_limit() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="needs at least one of grad_evals, total_evals, examples"):
         Budget()
+    with pytest.raises(ValueError, match="Budget.grad_evals must be positive, got 0"):
+        Budget(grad_evals=0)
     assert Budget(grad_evals=10, examples=160).steps(32) == 5
 
 

@@ -76,11 +76,20 @@ def test_random_rollouts_stay_in_the_observation_space(family):
             done = terminated or truncated
 
 
-def test_every_named_distribution_builds_an_env():
-    for name in DISTRIBUTIONS:
-        env = LearningRateEnv(problem=name, horizon=2)
-        env.reset(seed=0)
-        env.step(1)
+@pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
+def test_every_named_distribution_builds_an_env(name):
+    env = LearningRateEnv(problem=name, horizon=2)
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    assert info["problem"] in DISTRIBUTIONS[name].families  # drawn from that distribution
+    if name.endswith("_stochastic"):
+        assert env.problem.stochastic, f"{name} drew the full-batch {info['problem']}"
+    for step in (1, 2):  # a whole episode: the horizon truncates it
+        obs, reward, terminated, truncated, info = env.step(1)
+        assert env.observation_space.contains(obs), (name, obs)
+        assert np.isfinite(reward) and abs(reward) <= env.reward_clip
+        assert info["decisions"] == step and not terminated
+    assert truncated
 
 
 def test_divergence_terminates_with_the_penalty():

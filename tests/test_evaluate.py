@@ -1,6 +1,12 @@
-"""`qlr evaluate`'s scores, on real runs: divergences a scheduler could not have prevented."""
+"""`qlr evaluate`'s scores: divergences a scheduler could not have prevented (on real runs), and
+the same score as `qlr compare` for the same losses."""
 
-from qlr.agents.bench.evaluate import EvalConfig, evaluate_policy
+import math
+
+import pytest
+
+from qlr.agents.bench.compare import ProblemEntry, Suite, score_rows
+from qlr.agents.bench.evaluate import EvalConfig, evaluate_policy, summarize
 from qlr.policy import save_policy
 
 
@@ -26,3 +32,66 @@ def test_divergences_at_a_start_rate_that_blows_up_at_once_are_unavoidable(tmp_p
     hold = save_policy(make_policy(favour=1, interval=2), tmp_path / "hold.qlr")
     overall = evaluate_policy(hold, config).summary["overall"]
     assert (overall["divergences"], overall["avoidable_divergences"]) == (1, 0)
+
+
+# ---------------------------------------------------------------------------------- one score
+GRID = (1e-3, 1e-2, 1e-1)
+
+
+def _evaluate_score(final: float, constants: list[float], initial: float) -> float:
+    """`qlr evaluate`'s score of a policy run ending at `final` (one instance, one optimizer)."""
+    base = {"family": "quadratic", "instance": 7, "optimizer": "sgd", "initial_loss": initial}
+    oracle_rows = [
+        {**base, "method": "constant", "lr": lr, "final_loss": loss, "diverged": False}
+        for lr, loss in zip(GRID, constants, strict=True)
+    ]
+    policy_rows = [{**base, "method": "policy", "lr": GRID[0], "final_loss": final}]
+    policy_rows[0]["diverged"] = not math.isfinite(final)
+    return summarize(policy_rows, oracle_rows)["overall"]["median_log10_vs_oracle"]
+
+
+def _compare_score(final: float, constants: list[float], initial: float) -> float:
+    """`qlr compare`'s score of a method run ending at `final` (one instance, one optimizer)."""
+    suite = Suite(
+        name="one",
+        problems=[ProblemEntry("quadratic", "quadratic", ())],
+        methods=("default", "constant"),
+        optimizers=("sgd",),
+        initial_lrs=GRID[:1],
+        oracle_grid=GRID,
+    )
+    base = {"budget": "grad", "problem": "quadratic", "instance": 7, "optimizer": "sgd"}
+    base |= {"initial_loss": initial, "grad_evals": 30, "total_evals": 30, "examples": 0}
+    rows = [
+        {**base, "method": "constant", "lr": lr, "final_loss": loss, "status": "ok"}
+        for lr, loss in zip(GRID, constants, strict=True)
+    ]
+    status = "ok" if math.isfinite(final) else "diverged"
+    rows.append({**base, "method": "default", "lr": GRID[0], "final_loss": final, "status": status})
+    score_rows(rows, [None] * len(rows), suite)
+    return rows[-1]["log10_vs_oracle"]
+
+
+@pytest.mark.parametrize(
+    ("final", "constants", "initial"),
+    [
+        (0.02, [0.5, 0.1, 2.0], 10.0),  # 0.02 against the best constant's 0.1
+        (3.0, [0.5, 0.1, 2.0], 10.0),  # worse than the oracle
+        (0.0, [0.5, 1e-20, 2.0], 10.0),  # both below the floor (1e-11): a tie
+        (0.0, [0.5, 0.1, 2.0], 1e-3),  # an exact zero scores against the floor, not -inf
+        (math.inf, [0.5, 0.1, 2.0], 10.0),  # a divergence: capped at +12
+        (0.3, [math.inf, math.inf, math.inf], 10.0),  # every constant diverged
+        (math.inf, [math.inf, math.inf, math.inf], 10.0),  # all diverged: a tie
+    ],
+)
+def test_evaluate_and_compare_score_the_same_losses_alike(final, constants, initial) -> None:
+    from_evaluate = _evaluate_score(final, constants, initial)
+    from_compare = _compare_score(final, constants, initial)
+    assert from_evaluate == from_compare
+    floor = 1e-12 * initial + 1e-30
+    best = min(min(constants), 1e300)
+    if math.isfinite(final) or math.isfinite(best):
+        expected = math.log10(min(max(final, floor), 1e300) / max(best, floor))
+        assert from_compare == pytest.approx(min(max(expected, -12.0), 12.0), abs=1e-12)
+    else:
+        assert from_compare == 0.0

@@ -54,7 +54,7 @@ def test_unknown_scheduler_arguments_fail_at_construction(make_policy):
     pytest.importorskip("lightning")
     from qlr.integrations.lightning import QLRCallback
 
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_rate'"):
         QLRCallback(policy=make_policy(), max_rate=1.0)
 
 

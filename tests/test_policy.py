@@ -115,10 +115,10 @@ def test_pickle_payload_is_refused_and_never_executed(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.qlr"
     torch.save({"weights": _Payload(str(marker))}, path)
-    with pytest.raises(PolicyFileError):
+    with pytest.raises(PolicyFileError, match=r"cannot load policy file '.*evil\.qlr': "):
         load_policy(path)
     path.write_bytes(pickle.dumps(_Payload(str(marker))))
-    with pytest.raises(PolicyFileError):
+    with pytest.raises(PolicyFileError, match=r"cannot load policy file '.*evil\.qlr': "):
         load_policy(path)
     assert not marker.exists()
 
@@ -128,3 +128,48 @@ def test_default_policy_ships_with_the_package():
     assert set(policy.metadata.feature_names) <= set(FEATURE_NAMES) and policy.n_actions >= 3
     assert policy.obs_dim == len(policy.metadata.feature_names)
     assert 0 <= policy.act(np.zeros(policy.obs_dim, dtype=np.float32)) < policy.n_actions
+
+
+# ---------------------------------------------------------------------------------- writing files
+_WRITE_UNDER_UMASK = """
+import json, os, stat, sys
+from pathlib import Path
+
+os.umask(0o027)
+import qlr._atomic as atomic  # reads the umask here, once
+from qlr.policy import save_policy
+sys.path.insert(0, sys.argv[2])
+from conftest import build_policy
+
+calls = []
+real_umask = os.umask
+os.umask = lambda mask: calls.append(mask) or real_umask(mask)  # count calls from here on
+folder = Path(sys.argv[1])
+atomic.atomic_write_bytes(folder / "bytes.bin", b"whole")
+atomic.atomic_save(folder / "written.bin", lambda f: f.write(b"by a writer"))
+save_policy(build_policy(), folder / "p.qlr")
+modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+print(json.dumps({"umask_calls": calls, "modes": modes}))
+"""
+
+
+def test_files_are_written_whole_with_the_umask_read_once(tmp_path) -> None:
+    # Setting the umask to read it, on every write, would race with threads creating files.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    out = subprocess.run(
+        [sys.executable, "-c", _WRITE_UNDER_UMASK, str(tmp_path), str(tests)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = json.loads(out)
+    assert result["umask_calls"] == []
+    assert result["modes"] == dict.fromkeys(["bytes.bin", "written.bin", "p.qlr"], 0o640)
+    assert (tmp_path / "bytes.bin").read_bytes() == b"whole"
+    assert (tmp_path / "written.bin").read_bytes() == b"by a writer"
+    assert load_policy(tmp_path / "p.qlr").n_actions == 3
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -221,18 +221,29 @@ def test_an_interrupted_sweep_resumes_from_the_trials_checkpoints(
 def test_asha_stops_the_trials_that_trail(ray_instance, tmp_path: Path) -> None:
     from qlr.agents.learn.sweep import record_from_files, sweep
 
-    # The same training under four evaluation settings: scores that differ, deterministically.
+    # The same training under four evaluation settings: scores that differ, deterministically,
+    # the first setting scoring best. ASHA judges a trial at a rung against the trials that
+    # reached that rung before it, so trials in parallel would make its decisions depend on
+    # which one got there first: one trial at a time, in the order listed, fixes them. The
+    # budget is long beside the rungs (100, 200, 400, 800 transitions), so a stop reaches a
+    # trial long before its training could end on its own.
     search = tmp_path / "asha.yaml"
     search.write_text(
         "space: {eval.initial_lrs: [[1e-4], [1e-3], [1e-2], [1e-1]]}\n"
         "scheduler: {name: asha, grace_period: 100, reduction_factor: 2}\n"
+        "max_concurrent_trials: 1\n"
     )
-    record = record_from_files(TINY, search, ["total_timesteps=400", *SMALL[1:]])
+    total = 1000
+    record = record_from_files(TINY, search, [f"total_timesteps={total}", *SMALL[1:]])
     report = sweep(record, tmp_path / "sweep", jobs=2)
     assert not report.interrupted and len(report.trials) == 4
-    assert report.best.status == "finished" and report.best.num_timesteps >= 400
-    stopped = [t for t in report.trials if t.status == "stopped early"]
-    assert stopped, [(t.overrides, t.status, t.best_score) for t in report.trials]
-    for trial in stopped:
-        assert trial.num_timesteps < 400 and trial.best_score > report.best.best_score
+    first, *later = sorted(report.trials, key=lambda t: t.trial_id)
+    assert first.overrides[0] == "eval.initial_lrs=[0.0001]"
+    assert first.status == "finished" and first.num_timesteps >= total
+    assert report.best.trial_id == first.trial_id
+    for trial in later:  # each trails the first at every rung it reaches, so each is stopped
+        summary = [(t.overrides, t.status, t.num_timesteps, t.best_score) for t in report.trials]
+        assert trial.best_score > first.best_score, summary
+        assert trial.status == "stopped early", summary
+        assert trial.num_timesteps < total
         assert not (Path(trial.run_dir) / "summary.json").exists()

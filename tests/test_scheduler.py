@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import DecisionAudit
 
 from qlr import QLRScheduler
 from qlr.envs import LearningRateEnv, make_distribution, make_optimizer
@@ -34,7 +35,7 @@ def regression(seed=0):
     return model, x, y
 
 
-def train(model, x, y, optimizer, scheduler, steps, loss_fn=None):
+def train(model, x, y, optimizer, scheduler, steps, loss_fn=None, after_step=None):
     lrs = []
     for _ in range(steps):
         optimizer.zero_grad()
@@ -42,6 +43,8 @@ def train(model, x, y, optimizer, scheduler, steps, loss_fn=None):
         loss.backward()
         optimizer.step()
         scheduler.step(loss)
+        if after_step is not None:
+            after_step()
         lrs.append(scheduler.get_last_lr()[0])
     return lrs
 
@@ -95,20 +98,46 @@ def test_every_torch_optimizer_trains_with_the_default_policy(name):
     model, x, y = regression()
     opt = OPTIMIZERS[name](model.parameters())
     sched = QLRScheduler(opt)
+    audit = DecisionAudit(sched)
     start = torch.nn.functional.mse_loss(model(x), y).item()
     # 200 steps: the default policy raises the rate until the loss spikes, then backs off, so
     # a short run can end on a spike (see the README's figures); over 200 steps it has settled.
-    train(model, x, y, opt, sched, 200)
+    train(model, x, y, opt, sched, 200, after_step=audit)
     end = torch.nn.functional.mse_loss(model(x), y).item()
-    assert sched.decisions > 0 and math.isfinite(end)
+    assert sched.decisions == 200 // sched.policy.decision_interval and math.isfinite(end)
     assert end < start
+    # It is the policy at work: each decision moved the rate as its q-values chose, and moved it.
+    assert audit.checked > 0 and audit.rate_moved
 
 
-@pytest.mark.parametrize("loss", [0.5, np.float32(0.5), torch.tensor(0.5), torch.tensor([0.5])])
-def test_accepts_scalar_losses(make_policy, loss):
-    model, x, y = regression()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    QLRScheduler(opt, policy=make_policy()).step(loss)
+@pytest.mark.parametrize(
+    "as_loss",
+    [float, np.float32, np.float64, torch.tensor, lambda v: torch.tensor([v])],
+    ids=["float", "np.float32", "np.float64", "0-dim tensor", "1-element tensor"],
+)
+def test_accepts_scalar_losses(make_policy, as_loss):
+    """Every scalar form of a loss drives the scheduler exactly as the float it holds."""
+
+    def run(convert):
+        model, x, y = regression()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        sched = QLRScheduler(opt, policy=make_policy(seed=1, interval=3))
+        lrs = []
+        for _ in range(12):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            value = float(np.float32(loss.item()))  # the same number in every form
+            sched.step(convert(value))
+            lrs.append(sched.get_last_lr()[0])
+        return sched, lrs, value
+
+    sched, lrs, last = run(as_loss)
+    reference, reference_lrs, _ = run(float)
+    assert sched.steps == 12 and sched.decisions == 4
+    assert sched.state_dict()["tracker"]["last_loss"] == last  # the loss reached the features
+    assert lrs == reference_lrs
 
 
 def test_accepts_loss_with_grad(make_policy):

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qlr._atomic import atomic_save
 from qlr.agents.cli import main
 from qlr.agents.learn.callbacks import (
-    atomic_save,
     checkpoint_paths,
     latest_checkpoint,
     list_checkpoints,
@@ -273,9 +273,10 @@ def test_default_run_dir_names_config_seed_and_time() -> None:
     assert (name, seed, len(stamp)) == ("tiny", "4", len("YYYYmmdd-HHMMSS"))
 
 
-def test_cli_refuses_resume_with_a_config(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit):
+def test_cli_refuses_resume_with_a_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit, match="^2$"):  # a usage error: status 2, the reason on stderr
         main(["train", "--resume", str(tmp_path), "--config", str(TINY)])
+    assert "--resume takes the run's own config" in capsys.readouterr().err
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -52,12 +52,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
-from qlr.agents.bench.evaluate import (
-    DEFAULT_SEED,
-    build_problem,
-    log10_ratio,
-    single_thread_worker,
-)
+from qlr._atomic import atomic_write_bytes
+from qlr.agents._checks import check_keys
+from qlr.agents.bench.evaluate import DEFAULT_SEED, build_problem
 from qlr.agents.bench.report import (
     example_runs,
     format_summary,
@@ -66,12 +63,15 @@ from qlr.agents.bench.report import (
     write_csv,
     write_tensorboard,
 )
-from qlr.policy import atomic_write_bytes
+from qlr.agents.bench.scoring import SCORED, loss_floor, oracle_losses, score
+from qlr.agents.bench.workers import run_parallel
+from qlr.agents.catalog import CONFIG_DIR, find_config
 
 if TYPE_CHECKING:  # the baselines load qlr.envs (gymnasium): only when a suite runs
     from qlr.agents.bench.baselines import Budget, Method, MethodResult
 
-SUITE_DIR = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+# The shipped suites: experiments/configs in a checkout, qlr/configs in an installed wheel.
+SUITE_DIR = CONFIG_DIR
 COUNTS = ("grad", "grad+func", "both", "examples")
 BACKENDS = ("local", "ray")
 STATUSES = ("ok", "diverged", "failed", "n/a")
@@ -141,16 +141,13 @@ _ENTRY_KEYS = {"family", "label", "like", "kwargs"}
 
 
 def suite_path(name: str | os.PathLike) -> Path:
-    """The YAML file of suite `name`: a path, or a name in ``experiments/configs``."""
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        return path
-    for folder in (SUITE_DIR, Path.cwd() / "experiments" / "configs"):
-        candidate = folder / f"{name}.yaml"
-        if candidate.is_file():
-            return candidate
-    known = sorted(p.stem for p in SUITE_DIR.glob("*.yaml")) if SUITE_DIR.is_dir() else []
-    raise ValueError(f"no suite {name!r}: not a YAML file, nor one of {known} in {SUITE_DIR}")
+    """The YAML file of suite `name`: a path, or the name of a shipped suite (``qlr.configs``).
+
+    Raises:
+        UsageError: (a ValueError) no such file or shipped suite, or a file of another kind (a
+            training config); the message lists the shipped suites.
+    """
+    return find_config(name, "suite")
 
 
 def load_suite(name: str | os.PathLike) -> Suite:
@@ -161,9 +158,7 @@ def load_suite(name: str | os.PathLike) -> Suite:
     """
     path = suite_path(name)
     data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - _SUITE_KEYS
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; valid: {sorted(_SUITE_KEYS)}")
+    check_keys(str(path), data, _SUITE_KEYS)
     if not data.get("problems") or not data.get("methods"):
         raise ValueError(f"{path}: a suite needs 'problems' and 'methods'")
     values: dict[str, Any] = dict(data)
@@ -204,11 +199,9 @@ def _entry(path: Path, index: int, spec: Any) -> ProblemEntry:
 
     if isinstance(spec, str):
         spec = {"family": spec}
-    unknown = set(spec) - _ENTRY_KEYS
-    if unknown or "family" not in spec:
-        raise ValueError(
-            f"{path}: problem {index} needs 'family' and may have {sorted(_ENTRY_KEYS)}"
-        )
+    check_keys(f"{path}: problem {index}", spec, _ENTRY_KEYS)
+    if "family" not in spec:
+        raise ValueError(f"{path}: problem {index} needs 'family' (a family name)")
     family = spec["family"]
     if family not in FAMILIES:
         raise ValueError(f"{path}: unknown family {family!r}; valid: {sorted(FAMILIES)}")
@@ -414,33 +407,7 @@ def run_all(
         from qlr.agents.bench import ray_backend
 
         return ray_backend.run_all(specs, jobs, progress, address)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(specs), desc="qlr compare", unit="run", disable=not progress)
-    out = []
-    try:
-        if jobs <= 1:
-            for spec in specs:
-                out.append(execute(spec))
-                bar.update()
-            return out
-        import multiprocessing as mp
-
-        # spawn as in qlr evaluate: no forked torch state; one thread per worker process.
-        with mp.get_context("spawn").Pool(jobs, initializer=single_thread_worker) as pool:
-            chunk = max(1, len(specs) // (32 * jobs))
-            # unordered, so one slow run does not hold the bar back; put back in order after
-            done: dict[int, tuple[list[dict], dict | None]] = {}
-            for i, item in pool.imap_unordered(_execute_indexed, enumerate(specs), chunk):
-                done[i] = item
-                bar.update()
-        return [done[i] for i in range(len(specs))]
-    finally:
-        bar.close()
-
-
-def _execute_indexed(item: tuple[int, CompareSpec]) -> tuple[int, tuple[list[dict], dict | None]]:
-    return item[0], execute(item[1])
+    return run_parallel(execute, specs, jobs, progress=progress, desc="qlr compare")
 
 
 # --------------------------------------------------------------------------- scoring
@@ -451,28 +418,26 @@ def _key(row: dict) -> tuple:
 
 
 def _floor(row: dict) -> float:
-    return 1e-12 * abs(row.get("initial_loss") or 0.0) + 1e-30
+    return loss_floor(row.get("initial_loss"))
 
 
 def score_rows(rows: list[dict], curves: list[dict | None], suite: Suite) -> None:
     """Add the oracle loss, the score and the evaluations to reach the target to every row."""
-    oracle: dict[tuple, float] = defaultdict(lambda: math.inf)
-    for row in rows:
-        if row["method"] == "constant" and row["status"] in ("ok", "diverged"):
-            if any(_same(row["lr"], x) for x in suite.oracle_grid):
-                key = (*_key(row), row["optimizer"])
-                oracle[key] = min(oracle[key], row["final_loss"])
+    oracle = oracle_losses(
+        rows,
+        key=lambda row: (*_key(row), row["optimizer"]),
+        on_grid=lambda lr: any(_same(lr, x) for x in suite.oracle_grid),
+    )
     for row, curve in zip(rows, curves, strict=True):
-        if row["status"] not in ("ok", "diverged"):
+        if row["status"] not in SCORED:
             continue
         if row["optimizer"] is None:  # brings its own update: the best constant of any optimizer
             best = min(oracle[(*_key(row), o)] for o in suite.optimizers)
         else:
             best = oracle[(*_key(row), row["optimizer"])]
-        floor = _floor(row)
         row["oracle_loss"] = best
-        row["log10_vs_oracle"] = log10_ratio(row["final_loss"], best, floor)
-        target = suite.target_factor * max(best, floor)
+        row["log10_vs_oracle"] = score(row["final_loss"], best, row.get("initial_loss"))
+        target = suite.target_factor * max(best, _floor(row))
         reached = _first_reached(row, curve, target)
         for unit in ("grad", "total", "examples"):
             row[f"{unit}_to_target"] = None if reached is None else reached[unit]

@@ -31,8 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from qlr.agents.bench.scoring import oracle_losses, score
+from qlr.agents.bench.workers import run_parallel
+
 UNAVOIDABLE_STEPS = 2  # a start rate that diverges within this many steps cannot be saved
-MAX_LOG10 = 12.0  # scores are clipped to +-12 decades; a divergence scores +12
 DEFAULT_SEED = 1_000_003  # held-out instance seeds start here; training never uses seeds this high
 
 
@@ -140,19 +142,7 @@ def execute(spec: RunSpec) -> dict:
 
 def run_specs(specs: Sequence[RunSpec], jobs: int = 1) -> list[dict]:
     """Execute specs, in `jobs` worker processes when more than one."""
-    if jobs <= 1:
-        return [execute(s) for s in specs]
-    import multiprocessing as mp
-
-    with mp.get_context("spawn").Pool(jobs, initializer=single_thread_worker) as pool:
-        return pool.map(execute, specs, chunksize=max(1, len(specs) // (8 * jobs)))
-
-
-def single_thread_worker() -> None:
-    """Worker processes share the cores: one torch thread each avoids oversubscription."""
-    import torch
-
-    torch.set_num_threads(1)
+    return run_parallel(execute, specs, jobs)
 
 
 def oracle_specs(config: EvalConfig) -> list[RunSpec]:
@@ -176,40 +166,30 @@ def _specs(config: EvalConfig, lrs: Iterable[float], method: str) -> list[RunSpe
 
 def summarize(policy_rows: list[dict], oracle_rows: list[dict]) -> dict[str, Any]:
     """Median log10 ratios against the oracle and the starting constant, per family and overall."""
-    oracle: dict[tuple, float] = defaultdict(lambda: math.inf)
+    rows = oracle_rows + policy_rows
+    oracle = oracle_losses(rows, key=lambda row: (row["family"], row["instance"], row["optimizer"]))
     start: dict[tuple, float] = {}
     doomed: set[tuple] = set()  # starts whose constant run blew up before any control could act
-    for row in oracle_rows + policy_rows:
+    for row in rows:
         if row["method"] == "constant":
-            key = (row["family"], row["instance"], row["optimizer"])
-            oracle[key] = min(oracle[key], row["final_loss"])
-            start[(*key, row["lr"])] = row["final_loss"]
+            key = (row["family"], row["instance"], row["optimizer"], row["lr"])
+            start[key] = row["final_loss"]
             if row["diverged"] and row.get("steps_taken", math.inf) <= UNAVOIDABLE_STEPS:
-                doomed.add((*key, row["lr"]))
+                doomed.add(key)
     per_family: dict[str, list[tuple[float, float, bool, bool]]] = defaultdict(list)
     for row in policy_rows:
         if row["method"] != "policy":
             continue
         key = (row["family"], row["instance"], row["optimizer"])
-        floor = 1e-12 * abs(row["initial_loss"]) + 1e-30
-        final = row["final_loss"]
-        vs_oracle = log10_ratio(final, oracle[key], floor)
-        vs_start = log10_ratio(final, start.get((*key, row["lr"]), math.inf), floor)
+        final, initial = row["final_loss"], row["initial_loss"]
+        vs_oracle = score(final, oracle[key], initial)
+        vs_start = score(final, start.get((*key, row["lr"]), math.inf), initial)
         avoidable = row["diverged"] and (*key, row["lr"]) not in doomed
         per_family[row["family"]].append((vs_oracle, vs_start, row["diverged"], avoidable))
     everything = [r for rows in per_family.values() for r in rows]
     summary = {"overall": _score(everything)}
     summary["families"] = {f: _score(rows) for f, rows in sorted(per_family.items())}
     return summary
-
-
-def log10_ratio(a: float, b: float, floor: float) -> float:
-    """log10(a / b) with both floored; a divergence (inf) against a finite b counts as +12."""
-    if not math.isfinite(a) and not math.isfinite(b):
-        return 0.0
-    a = min(max(a, floor), 1e300)
-    b = min(max(b, floor), 1e300)
-    return float(np.clip(math.log10(a / b), -MAX_LOG10, MAX_LOG10))
 
 
 def _score(rows: list[tuple[float, float, bool, bool]]) -> dict[str, float]:
@@ -292,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate_policy(args.policy, config, jobs=args.jobs)
     print(format_summary(report.summary))
     if args.out is not None:
-        from qlr.policy import atomic_write_bytes
+        from qlr._atomic import atomic_write_bytes
 
         atomic_write_bytes(args.out, json.dumps(asdict(report), indent=1).encode())
         print(f"report written to {args.out}")

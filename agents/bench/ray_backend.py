@@ -97,7 +97,7 @@ def ray_session(address: str | None = None, num_cpus: int = 1) -> Iterator[Modul
 
 def _execute_in_worker(execute: Callable[[CompareSpec], Result], spec: CompareSpec) -> Result:
     """One compare run inside a Ray worker, on one torch thread as in the local worker pool."""
-    from qlr.agents.bench.evaluate import single_thread_worker
+    from qlr.agents.bench.workers import single_thread_worker
 
     single_thread_worker()
     return execute(spec)

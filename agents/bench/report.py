@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qlr._atomic import atomic_write_bytes
 from qlr.agents.figures import save_figure
-from qlr.policy import atomic_write_bytes
 
 if TYPE_CHECKING:
     from qlr.agents.bench.compare import Suite

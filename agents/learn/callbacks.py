@@ -34,19 +34,19 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 
+from qlr._atomic import atomic_save
 from qlr.agents.bench.evaluate import (
     EvalConfig,
     RunSpec,
@@ -59,8 +59,6 @@ from qlr.agents.bench.evaluate import (
 from qlr.agents.learn.export import export_model
 
 SCORE_KEY = "median_log10_vs_oracle"
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read it back: os.umask can only be read by setting it
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -75,27 +73,6 @@ def tensorboard_writer(logger: Logger) -> Any | None:
 def _due(previous: int, now: int, every: int) -> bool:
     """True when a multiple of `every` lies in (previous, now]; vec envs advance by n_envs."""
     return every > 0 and now // every > previous // every
-
-
-def atomic_save(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call `write` on a temporary file beside `path`, sync it, then rename it over `path`.
-
-    A reader (or a resumed run) sees the old file or the complete new one, never half of one,
-    and an interrupted save leaves no temporary file behind.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a run's files are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_json(path: Path, data: Any) -> Path:

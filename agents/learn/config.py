@@ -11,7 +11,7 @@ from their signatures, so the copy saved in a run directory still describes the 
 default changes later.
 
 Example:
-    >>> config = load_config("experiments/configs/tiny.yaml", ["env.horizon=20", "seed=3"])
+    >>> config = load_config("tiny", ["env.horizon=20", "seed=3"])  # or a path to a YAML file
     >>> config.env["horizon"], config.seed
     (20, 3)
 """
@@ -25,12 +25,13 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from qlr.agents._checks import check_keys
 from qlr.agents.bench.evaluate import EvalConfig
+from qlr.agents.catalog import find_config
 
 VEC_ENVS = ("subproc", "dummy")
 
@@ -157,16 +158,19 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Train
     """Read a YAML config, apply ``key=value`` overrides, check every key and fill in defaults.
 
     Args:
-        path: a YAML file whose top level holds `TrainConfig` fields.
+        path: a YAML file whose top level holds `TrainConfig` fields, or the name of a shipped
+            config (``"default"``, ``"tiny"``, ``"noise"``: `qlr.agents.catalog`).
         overrides: strings ``"key=value"``; a dotted key reaches into a section
             (``"env.horizon=40"``, ``"dqn.policy_kwargs.net_arch=[32, 32]"``). Values are YAML
             scalars or flow collections, so ``1e-4`` is a float and ``null`` is None.
 
     Raises:
+        UsageError: (a ValueError) no such file or shipped config, or a file of another kind (a
+            benchmark suite, a search space); the message lists the shipped configs.
         ValueError: an unknown key at any level (naming it and listing the valid ones), a
             malformed override or a value of the wrong kind.
     """
-    path = Path(path)
+    path = find_config(path, "train")
     data = parse_yaml(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: the top level of a config must be a mapping, got {data!r}")
@@ -197,7 +201,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
 def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
     """Build a checked, resolved `TrainConfig` from plain data (e.g. a parsed YAML file)."""
     data = dict(data)
-    _check_keys("config", data, [f.name for f in dataclasses.fields(TrainConfig)])
+    check_keys("config", data, [f.name for f in dataclasses.fields(TrainConfig)])
     defaults = TrainConfig()
     top = {}
     for name in ("name", "vec_env"):
@@ -247,7 +251,7 @@ def dqn_parameters() -> dict[str, Any]:
 def resolve_env_kwargs(env: Mapping[str, Any]) -> dict[str, Any]:
     """Check the env section's keys and fill in `LearningRateEnv`'s defaults."""
     params = env_parameters()
-    _check_keys("env", env, params)
+    check_keys("env", env, params)
     return {k: _coerce(env[k], default) if k in env else default for k, default in params.items()}
 
 
@@ -257,14 +261,14 @@ def resolve_dqn_kwargs(dqn: Mapping[str, Any]) -> dict[str, Any]:
         if key in _MANAGED_DQN:
             raise ValueError(f"dqn.{key} cannot be set in a config: {_MANAGED_DQN[key]}")
     params = dqn_parameters()
-    _check_keys("dqn", dqn, params)
+    check_keys("dqn", dqn, params)
     resolved = {k: _coerce(dqn[k], d) if k in dqn else d for k, d in params.items()}
     if isinstance(resolved["train_freq"], list):  # SB3 wants (n, "step" | "episode")
         resolved["train_freq"] = tuple(resolved["train_freq"])
     policy_kwargs = resolved.get("policy_kwargs")
     if policy_kwargs is not None:
         policy_kwargs = dict(_section("dqn.policy_kwargs", policy_kwargs))
-        _check_keys("dqn.policy_kwargs", policy_kwargs, POLICY_KWARGS)
+        check_keys("dqn.policy_kwargs", policy_kwargs, POLICY_KWARGS)
         activation = policy_kwargs.get("activation_fn", "relu")
         if activation not in ACTIVATIONS:
             raise ValueError(
@@ -280,7 +284,7 @@ def resolve_eval_fields(
 ) -> dict[str, Any]:
     """Check an evaluation section's keys; fill in `base`, then `EvalConfig`'s defaults."""
     params = {f.name: _field_default(f) for f in dataclasses.fields(EvalConfig)}
-    _check_keys(section, fields, params)
+    check_keys(section, fields, params)
     params.update(base or {})
     return _plain({k: _coerce(fields[k], d) if k in fields else d for k, d in params.items()})
 
@@ -305,16 +309,6 @@ def dqn_model_kwargs(config: TrainConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ helpers
-def _check_keys(section: str, data: Mapping[str, Any], valid: Iterable[str]) -> None:
-    valid = list(valid)
-    unknown = [k for k in data if k not in valid]
-    if unknown:
-        raise ValueError(
-            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
-            f"{section}; valid keys: {', '.join(valid)}"
-        )
-
-
 def _section(name: str, value: Any) -> dict[str, Any]:
     if value is None:
         return {}

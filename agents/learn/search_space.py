@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qlr.agents._checks import check_keys
 from qlr.agents.learn.config import TrainConfig, apply_override, config_from_dict, parse_yaml
 
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
@@ -90,9 +91,7 @@ def load_search(path: str | os.PathLike) -> SearchSpace:
 
 def search_from_dict(data: Mapping[str, Any], where: str = "search") -> SearchSpace:
     """A checked `SearchSpace` from plain data (a parsed search file)."""
-    unknown = sorted(set(data) - set(_KEYS))
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; valid keys: {', '.join(_KEYS)}")
+    check_keys(where, data, _KEYS)
     space = data.get("space") or {}
     if not isinstance(space, Mapping) or not space:
         raise ValueError(
@@ -179,11 +178,7 @@ def _check_scheduler(where: str, spec: Any) -> dict[str, Any]:
         spec = {"name": spec}
     if not isinstance(spec, Mapping) or spec.get("name") not in SCHEDULERS:
         raise ValueError(f"{where}: scheduler must have a name in {SCHEDULERS}, got {spec!r}")
-    unknown = sorted(set(spec) - _SCHEDULER_KEYS[spec["name"]])
-    if unknown:
-        valid = sorted(_SCHEDULER_KEYS[spec["name"]])
-        name = spec["name"]
-        raise ValueError(f"{where}: scheduler {name}: unknown keys {unknown}; valid: {valid}")
+    check_keys(f"{where}: scheduler {spec['name']}", spec, _SCHEDULER_KEYS[spec["name"]])
     for key in ("grace_period", "max_t"):
         value = spec.get(key)
         if value is not None and (not isinstance(value, int) or value < 1):

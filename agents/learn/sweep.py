@@ -47,6 +47,7 @@ from typing import Any
 
 import yaml
 
+from qlr._atomic import atomic_write_bytes
 from qlr.agents.learn.config import TrainConfig, parse_yaml
 from qlr.agents.learn.search_space import (
     SearchSpace,
@@ -59,7 +60,6 @@ from qlr.agents.learn.search_space import (
     tune_scheduler,
     tune_searcher,
 )
-from qlr.policy import atomic_write_bytes
 
 # The periodic evaluation's score in eval_history.json: `qlr.agents.learn.callbacks.SCORE_KEY`,
 # spelt out here because that module loads stable-baselines3, which `qlr --help` should not

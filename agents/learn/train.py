@@ -1,8 +1,8 @@
 """Train a DQN learning-rate controller from a config (``qlr train``).
 
 Example:
-    $ qlr train --config experiments/configs/default.yaml
-    $ qlr train --config experiments/configs/tiny.yaml --set env.horizon=20 --seed 3
+    $ qlr train --config default      # a shipped config by name (experiments/configs/*.yaml)
+    $ qlr train --config my.yaml --set env.horizon=20 --seed 3
     $ qlr train --resume runs/default__0__20250101-120000
 
 A run directory holds::
@@ -29,6 +29,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qlr._atomic import atomic_save
+from qlr.agents.catalog import names
+from qlr.agents.errors import UsageError
 from qlr.agents.learn.config import TrainConfig, dump_config, load_config
 
 if TYPE_CHECKING:
@@ -150,7 +153,6 @@ def _train(
         HyperparameterCallback,
         QValueCallback,
         RolloutStatsCallback,
-        atomic_save,
         write_json,
     )
 
@@ -286,7 +288,7 @@ def _finish(
 ) -> tuple[dict[str, str], dict[str, Any] | None]:
     """Final model and policy, then the final evaluation of the best and the final policy."""
     from qlr.agents.bench.evaluate import format_summary
-    from qlr.agents.learn.callbacks import HeldOutEvaluator, atomic_save, write_json
+    from qlr.agents.learn.callbacks import HeldOutEvaluator, write_json
     from qlr.agents.learn.export import export_model
 
     config_dict = config.to_dict()
@@ -355,7 +357,9 @@ def _short(files: dict[str, str]) -> list[str]:
 
 # ---------------------------------------------------------------------------------- CLI
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="a YAML config (experiments/configs/...)")
+    parser.add_argument(
+        "--config", help="a YAML config, or a shipped one's name (default, noise, tiny, ...)"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -376,16 +380,34 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress_bar
     if args.resume is not None:
         if args.config is not None or args.overrides or args.seed is not None:
-            raise SystemExit("qlr train: --resume takes the run's own config; drop --config/--set")
-        config = load_config(args.resume / CONFIG_FILE)
+            raise UsageError("--resume takes the run's own config; drop --config, --set and --seed")
+        if not (args.resume / CONFIG_FILE).is_file():
+            raise UsageError(f"{args.resume} holds no run to resume (no {CONFIG_FILE})")
+        config = _load_config(args.resume / CONFIG_FILE, [])
         train(config, args.resume, resume=True, progress_bar=progress)
         return 0
     if args.config is None:
-        raise SystemExit("qlr train: give --config PATH (or --resume RUN_DIR)")
+        shipped = ", ".join(names("train"))
+        raise UsageError(f"give --config NAME or PATH (shipped: {shipped}), or --resume RUN_DIR")
     overrides: Sequence[str] = list(args.overrides)
     if args.seed is not None:
         overrides = [*overrides, f"seed={args.seed}"]
-    config = load_config(args.config, overrides)
+    config = _load_config(args.config, overrides)
     run_dir = args.out if args.out is not None else default_run_dir(config)
     train(config, run_dir, progress_bar=progress)
     return 0
+
+
+def _load_config(path: str | os.PathLike[str], overrides: Sequence[str]) -> TrainConfig:
+    """`load_config`, whose ValueErrors all describe the user's file or ``--set`` values.
+
+    They become `UsageError`s, so the command line answers with one line instead of a traceback.
+    """
+    try:
+        return load_config(path, overrides)
+    except UsageError:
+        raise
+    except ValueError as err:
+        where = os.fspath(path)
+        message = str(err) if str(err).startswith(where) else f"{where}: {err}"
+        raise UsageError(message) from err
