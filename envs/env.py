@@ -294,7 +294,7 @@ class LearningRateEnv(gym.Env):
                 break  # the budget ran out inside the block: decide on what was seen
             self.optimizer.step()
             # The controller sees the loss and gradient of the step just taken, as in deployment.
-            cut = self.controller.record_step(self._loss, [p.grad for p in params])
+            cut = self.controller.record_step(self._loss, [p.grad for p in params], params)
             if self.controller.last_cut == "nonfinite":
                 return True
             if cut != 1.0:  # the spike guard, exactly as the scheduler applies it
@@ -319,7 +319,7 @@ class LearningRateEnv(gym.Env):
             if not self._within_limit(self._loss):
                 return True
             self.optimizer.step()
-            cut = self.controller.record_step(self._loss, [p.grad for p in params])
+            cut = self.controller.record_step(self._loss, [p.grad for p in params], params)
             if self.controller.last_cut == "nonfinite":
                 return True
             if cut != 1.0:

@@ -8,6 +8,7 @@ from qlr.batching import DynamicBatchSampler
 from qlr.control import ACTION_SETS, LRController, resolve_action_factors, scale_lr
 from qlr.features import FEATURE_NAMES, FEATURE_VERSION, OBS_DIM, FeatureTracker
 from qlr.policy import Policy, PolicyFileError, PolicyMetadata, load_policy, save_policy
+from qlr.rules import slope_rule
 from qlr.scheduler import QLRScheduler
 
 __version__ = "0.1.0"
@@ -28,4 +29,5 @@ __all__ = [
     "resolve_action_factors",
     "save_policy",
     "scale_lr",
+    "slope_rule",
 ]

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from qlr.features import FEATURE_NAMES, FEATURES_V2, FeatureTracker
+from qlr.features import FEATURE_NAMES, FEATURES_V2, FEATURES_V3, FeatureTracker
 
 # Factors symmetric in log space; the wider sets follow Almeida et al. (2021).
 ACTION_SETS: dict[int, tuple[float, ...]] = {
@@ -33,7 +33,7 @@ def resolve_features(names: Sequence[str] | None, batch: bool = False) -> tuple[
     for one that does not, which saves it reading gradients on every step.
     """
     if names is None:
-        return FEATURE_NAMES if batch else FEATURES_V2
+        return FEATURES_V3 if batch else FEATURES_V2
     if isinstance(names, str):
         raise ValueError(f"features must be a list of feature names, got the string {names!r}")
     names = tuple(names)
@@ -73,7 +73,7 @@ def resolve_action_factors(spec: int | Sequence[float]) -> tuple[float, ...]:
             )
         return ACTION_SETS[int(spec)]
     try:
-        factors = tuple(float(f) for f in spec)
+        factors = tuple(float(f) for f in spec)  # type: ignore[union-attr]
     except TypeError as err:
         raise ValueError(
             f"action_factors must be one of {sorted(ACTION_SETS)} or a sequence of positive "
@@ -116,9 +116,12 @@ class LRController:
 
     With `batch_factors`, every action is a pair (rate factor, batch factor): action
     ``i * len(batch_factors) + j`` multiplies the rate by ``action_factors[i]`` and the batch size
-    by ``batch_factors[j]``. A decision is then taken every ``decision_interval`` steps *at the
-    starting batch size*: at twice the batch, half as many steps, so that every decision spends
-    the same number of examples and a larger batch buys no extra progress per decision.
+    by ``batch_factors[j]``. Decisions are then paced in examples, not steps: the n-th decision
+    comes at the first step by which ``n * decision_interval * starting batch size`` examples
+    have been spent. At twice the batch a decision comes after half as many steps; when the
+    batch does not divide that budget (k = 5 at twice the batch: 2.5 steps), blocks of 2 and 3
+    steps alternate, a single decision spends within one batch of the budget and the error never
+    accumulates. A larger batch buys no extra progress per decision.
 
     Args:
         action_factors: 3, 5 or 7 (predefined sets), or the multiplicative factors themselves.
@@ -182,11 +185,15 @@ class LRController:
             interval=self.decision_interval,
             history=history,
             dense="grad_noise" in self.features,
+            features=self.features,
         )
         self.last_cut: str | None = None  # "nonfinite" or "spike": the guard just tripped
+        self.examples = 0  # examples spent since the run started (batch control only)
+        self.blocks = 0  # decision blocks closed since the run started
         self.start_batch_size: int | None = None
         self.batch_size: int | None = None
-        self.min_batch_size = self.max_batch_size = None
+        self.min_batch_size: int | None = None
+        self.max_batch_size: int | None = None
         if batch_size is not None:
             self.set_batch_bounds(batch_size, max_batch_size, min_batch_size)
         elif self.batch_factors is not None:
@@ -226,6 +233,7 @@ class LRController:
     def reset(self) -> None:
         self.tracker.reset()
         self.last_cut = None
+        self.examples = self.blocks = 0
         if self.start_batch_size is not None:
             self.batch_size = self.start_batch_size
             self._update_interval()
@@ -233,23 +241,32 @@ class LRController:
     def clamp(self, lr: float) -> float:
         return min(self.max_lr, max(self.min_lr, lr))
 
-    def record_step(self, loss: float, grads: Iterable[torch.Tensor | None]) -> float:
+    def record_step(
+        self,
+        loss: float,
+        grads: Iterable[torch.Tensor | None],
+        params: Iterable[torch.Tensor] | None = None,
+    ) -> float:
         """Feed one optimizer step; return the factor to apply to the learning rate right now.
+
+        `params` are the parameters after the step, in the order of `grads`; the update
+        features need them (see `qlr.features`).
 
         The factor is 1 for an ordinary step, `nonfinite_cut` for a step whose loss or gradients
         were not finite and `spike_cut` for a loss spike (see the class docstring); `last_cut`
         says which guard acted.
         """
         reference, previous = self.tracker.reference_loss, self.tracker.last_loss
-        stats = self.tracker.update(loss, grads)
+        stats = self.tracker.update(loss, grads, params)
+        self.examples += self.batch_size or 0
         self.last_cut = None
         if not stats.finite:
             self.last_cut = "nonfinite"
             return self.nonfinite_cut
-        spiking = self.spike_factor is not None and reference > 0
+        factor = self.spike_factor
         # Only while the loss is still rising: once a cut has made the rate stable the loss falls
         # back over a few steps, and cutting on each of them would send the rate to the floor.
-        if spiking and loss > self.spike_factor * reference and loss > previous:
+        if factor is not None and reference > 0 and loss > factor * reference and loss > previous:
             self.last_cut = "spike"
             return self.spike_cut
         return 1.0
@@ -259,10 +276,12 @@ class LRController:
         return self.tracker.block_length >= self.tracker.interval
 
     def _update_interval(self) -> None:
-        """Steps per decision: `decision_interval` at the starting batch, fewer at larger ones."""
+        """Steps in the current block: `decision_interval`, or with batch control the steps
+        until the examples spent reach the next decision's share (see the class docstring)."""
         interval = self.decision_interval
         if self.batch_factors is not None and self.batch_size and self.start_batch_size:
-            interval = max(1, round(interval * self.start_batch_size / self.batch_size))
+            due = (self.blocks + 1) * self.decision_interval * self.start_batch_size
+            interval = max(1, math.ceil((due - self.examples) / self.batch_size))
         self.tracker.interval = interval
 
     def scale_batch(self, factor: float) -> int | None:
@@ -270,13 +289,13 @@ class LRController:
 
         Returns None, changing nothing, for a controller that does not know its batch size.
         """
-        if self.batch_size is None:
+        if self.batch_size is None or self.min_batch_size is None or self.max_batch_size is None:
             return None
         new = min(self.max_batch_size, max(self.min_batch_size, round(self.batch_size * factor)))
         if new != self.batch_size:
             self.tracker.record_batch_change(new / self.batch_size)
             self.batch_size = int(new)
-            self._update_interval()
+        self._update_interval()
         return self.batch_size
 
     def apply_action(self, optimizer: torch.optim.Optimizer, index: int) -> int | None:
@@ -287,7 +306,10 @@ class LRController:
 
     def observe(self) -> np.ndarray:
         """The observation for a decision (the selected features); starts the next block."""
-        return self.tracker.observation()[self._feature_index]
+        obs = self.tracker.observation()[self._feature_index]
+        self.blocks += 1
+        self._update_interval()
+        return obs
 
     def scale(self, optimizer: torch.optim.Optimizer, factor: float) -> bool:
         """Multiply the optimizer's rates by `factor`, within the bounds, and remember the move.

@@ -12,8 +12,33 @@ learning rate, the step count or the total number of steps, since deployment rar
 (a ratio, so it is as scale-free as the rest).
 
 Version history: 1 had the first ten features; 2 appended ``lr_drift``; 3 appended ``grad_noise``
-and ``batch_growth`` for controllers that also set the batch size. Earlier features never change
-meaning, so an older policy reads its features as a subset of the newer ones.
+and ``batch_growth`` for controllers that also set the batch size; 4 appended four statistics of
+the update the optimizer actually took (below). Earlier features never change meaning, so an older
+policy reads its features as a subset of the newer ones.
+
+The update features (version 4). The gradient features describe the gradient, which is the step
+only for plain SGD; Adam, AdamW, RMSprop and AdaGrad rescale the step per coordinate. What says
+whether a step was too long, for any optimizer, is the slope of the loss along the step actually
+taken: with the update u_t = theta_t - theta_{t-1},
+
+    r_t = g(theta_t) . u_t / g(theta_{t-1}) . u_t
+
+is about 1 when the step barely changed the slope (too short), about 0 when it ended near the
+minimum along its direction, negative when it overshot and below -1 when the loss along the step
+rose (for SGD on a quadratic, r = 1 - lr * curvature along the step). The denominator is taken
+as -|g(theta_{t-1}) . u_t|, which changes nothing for a descent step and makes a step that went
+uphill from its start (momentum carrying past a minimum) read as negative too. Over the latest
+samples, ``update_slope`` is the median of r, ``update_slope_spread`` its standard deviation,
+``armijo_ratio`` the median of (L(theta_{t-1}) - L(theta_t)) / |g(theta_{t-1}) . u_t| (1 for a
+short step, 1/2 at the minimum along a quadratic, <= 0 when the loss rose) and ``update_size``
+the size of the update relative to the parameters, |u| / |theta|, on a log scale. All are
+ratios, so they do not depend on the loss scale, the gradient magnitude or the parameter count.
+
+In a loop that steps the scheduler after ``optimizer.step()``, at call t the parameters are
+theta_t and ``p.grad`` is g(theta_{t-1}). So one parameter-sized buffer is enough: it holds
+theta_{t-1} (copied at call t-1), becomes u_t at call t (where g(theta_{t-1}) . u_t is read) and
+gives the numerator g(theta_t) . u_t at call t+1, where the next sample starts by copying the
+parameters again. A sample completes every second step, whatever the decision interval.
 
 Cost: gradients are read on two steps per decision, the block's last two (|g|^2 on both, and
 g . g_prev between them); every other step only records the loss. The only parameter-sized memory
@@ -29,8 +54,10 @@ A policy that reads ``grad_noise`` needs the disagreement of every pair of succe
 the block, so for it the tracker reads (and keeps) the gradients on every step (``dense=True``):
 one more dot product and copy per step.
 
-A non-finite gradient is therefore seen on the steps that read gradients; on the others it shows
-up one step later, in the loss of the parameters it has corrupted.
+A policy that reads only the loss and update features (the version-4 default) keeps no gradient:
+its one parameter-sized buffer is the update chain's. A non-finite gradient is seen on the steps
+that read gradients; on the others it shows up one step later, in the loss of the parameters it
+has corrupted.
 """
 
 from __future__ import annotations
@@ -43,7 +70,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-FEATURE_VERSION = 3
+FEATURE_VERSION = 4
 
 FEATURE_NAMES: tuple[str, ...] = (
     "loss_change_step",  # relative change of the loss over the last optimizer step
@@ -59,10 +86,19 @@ FEATURE_NAMES: tuple[str, ...] = (
     "lr_drift",  # tanh(log10(rate / starting rate) / 3): how far the rate has been moved
     "grad_noise",  # successive gradients' disagreement: 0 equal, .5 orthogonal (noise), 1 opposite
     "batch_growth",  # tanh(log2(batch / starting batch) / 3): how far the batch has been grown
+    "update_slope",  # median of r = -g(theta_t).u / |g(theta_{t-1}).u| (clipped to +-2) / 2
+    "update_slope_spread",  # standard deviation of those samples of r, / 2
+    "armijo_ratio",  # median of -loss change / |g(theta_{t-1}).u| (clipped to +-2) / 2
+    "update_size",  # tanh((log10(|u| / |theta|) + 3) / 2): 0 at a relative step of 1e-3
 )
 FEATURES_V1 = FEATURE_NAMES[:10]  # what a version-1 policy reads
 FEATURES_V2 = FEATURE_NAMES[:11]  # what a version-2 policy reads
-FEATURES_BY_VERSION = {1: FEATURES_V1, 2: FEATURES_V2, 3: FEATURE_NAMES}
+FEATURES_V3 = FEATURE_NAMES[:13]  # what a version-3 policy reads
+FEATURES_BY_VERSION = {1: FEATURES_V1, 2: FEATURES_V2, 3: FEATURES_V3, 4: FEATURE_NAMES}
+GRADIENT_FEATURES = frozenset({"grad_cosine", "grad_projection", "grad_norm_change", "grad_noise"})
+"""Features that need the tracker to keep a gradient between steps."""
+UPDATE_FEATURES = frozenset(FEATURE_NAMES[13:])
+"""Features that need the update chain (one copy of the parameters)."""
 
 OBS_DIM = len(FEATURE_NAMES)
 OBS_LOW = -1.0
@@ -107,6 +143,141 @@ class StepStats:
     finite: bool
 
 
+_SLOPE_CLIP = 2.0  # r and the Armijo ratio are clipped to +-2: beyond, "far too long" is all
+_SIZE_CENTRE = 3.0  # update_size is 0 at |u| / |theta| = 1e-3, a typical healthy relative step
+_SIZE_DECADES = 2.0  # ... and tanh(+-1) two decades away
+_UPDATE_WINDOW = 4  # the update features read the last 4 samples (about 8 steps): two of them
+# from the block just ended, the rest from the one before. A median over 4 is the mean of the
+# middle two, which follows a rate that oscillates (Adam far above its stable rate alternates
+# uphill and downhill steps) and still ignores one wild minibatch.
+
+
+class UpdateChain:
+    """Samples the slope ratio r, the Armijo ratio and |u| / |theta| with one parameter buffer.
+
+    Fed every step with the loss, the gradients and the parameters (see the module docstring
+    for the timing), it cycles through two phases: "form" (the buffer holds theta_{t-1}; it
+    becomes u_t in place and g(theta_{t-1}) . u_t, |u_t|^2, |theta_t|^2 are read) and "close"
+    (g(theta_t) . u_t gives r; then the buffer takes a copy of the parameters for the next
+    sample). Before the first sample, and after anything that breaks the chain (a non-finite
+    step, a change in which parameters have gradients), it starts with a copy.
+    """
+
+    def __init__(self) -> None:
+        self._buffer: list[torch.Tensor] = []
+        self._buffered: tuple[int, ...] = ()  # indices of the parameters the buffer covers
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the pending sample; the next step starts a new chain with a copy."""
+        self._phase = "copy"
+        self._denominator = math.nan  # g(theta_{t-1}) . u_t of the pending sample
+        self._loss_before = math.nan  # L(theta_{t-1}) of the pending sample
+        self._size = math.nan  # log10 |u_t| / |theta_t| of the pending sample
+
+    def products(
+        self, grads: list[torch.Tensor | None], params: list[torch.Tensor]
+    ) -> tuple[str, list[torch.Tensor]]:
+        """Queue this step's reductions (0-dim tensors); `finish` reads them once synced.
+
+        Returns the phase the step was in and its reductions: none for "copy", [g . u, |u|^2,
+        |theta|^2] for "form", [g . u] for "close".
+        """
+        present = tuple(i for i, g in enumerate(grads) if g is not None)
+        if self._phase != "copy" and present != self._buffered:
+            self.reset()  # parameters started or stopped receiving gradients: start again
+        phase = self._phase
+        if phase == "copy" or not present:
+            self._copy(params, present)
+            return "copy", []
+        if phase == "form":
+            dots, u_sq, p_sq = [], [], []
+            for buffer, i in zip(self._buffer, present, strict=True):
+                flat = _flat(params[i])
+                if flat.shape != buffer.shape:
+                    self._copy(params, present)
+                    return "copy", []
+                torch.sub(flat, buffer, out=buffer)  # the buffer becomes u_t
+                g = _flat(grads[i])  # type: ignore[arg-type]
+                dots.append(torch.dot(g, buffer))
+                u_sq.append(torch.dot(buffer, buffer))
+                p_sq.append(torch.dot(flat, flat))
+            return "form", [_total(dots), _total(u_sq), _total(p_sq)]
+        dots = []
+        for buffer, i in zip(self._buffer, present, strict=True):
+            g = _flat(grads[i])  # type: ignore[arg-type]
+            if g.shape != buffer.shape:
+                self.reset()
+                return "copy", []
+            dots.append(torch.dot(g, buffer))
+        products = [_total(dots)]
+        self._copy(params, present)  # after the read: the buffer starts the next sample
+        return "close", products
+
+    def finish(
+        self, phase: str, values: list[float], loss: float
+    ) -> tuple[float, float, float] | None:
+        """Advance with the synced reductions of `products`; a completed sample, if any.
+
+        Returns (r, Armijo ratio, log10 |u| / |theta|) when the step closed a sample, with nan
+        for a part that is undefined (a zero denominator), and None otherwise.
+        """
+        if phase == "copy":
+            self._phase = "form"
+            return None
+        if phase == "form":
+            dot, u_sq, p_sq = values
+            self._denominator, self._loss_before = dot, loss
+            self._size = 0.5 * math.log10(u_sq / p_sq) if u_sq > 0 and p_sq > 0 else math.nan
+            self._phase = "close"
+            return None
+        self._phase = "form"  # the close step already copied the parameters
+        d = self._denominator
+        if not (math.isfinite(d) and d != 0.0):
+            return None
+        # Divided by -|d| rather than d: for a descent step (d < 0) the same, and for a step
+        # that went uphill at its start (momentum carrying past a minimum), a loss still rising
+        # at the end of the step reads as negative (overshoot), not as "too short".
+        slope = _clip(-values[0] / abs(d))
+        armijo = _clip(-(loss - self._loss_before) / abs(d))
+        return slope, armijo, self._size
+
+    def _copy(self, params: list[torch.Tensor], present: tuple[int, ...]) -> None:
+        if present != self._buffered or len(self._buffer) != len(present):
+            self._buffer = []
+        buffers = []
+        for j, i in enumerate(present):
+            flat = _flat(params[i])
+            buffer = self._buffer[j] if j < len(self._buffer) else None
+            if buffer is None or buffer.shape != flat.shape or buffer.device != flat.device:
+                buffer = torch.empty_like(flat)
+            buffers.append(buffer.copy_(flat))
+        self._buffer, self._buffered = buffers, present
+        self._phase = "form"
+
+    def state_dict(self) -> dict:
+        return {
+            "phase": self._phase,
+            "buffer": [b.clone() for b in self._buffer],
+            "buffered": list(self._buffered),
+            "denominator": self._denominator,
+            "loss_before": self._loss_before,
+            "size": self._size,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._phase = str(state["phase"])
+        self._buffer = [b.clone() for b in state["buffer"]]
+        self._buffered = tuple(int(i) for i in state["buffered"])
+        self._denominator = float(state["denominator"])
+        self._loss_before = float(state["loss_before"])
+        self._size = float(state["size"])
+
+
+def _clip(x: float) -> float:
+    return min(_SLOPE_CLIP, max(-_SLOPE_CLIP, x)) if math.isfinite(x) else math.nan
+
+
 class FeatureTracker:
     """Computes the observation of a learning-rate controller from a training run.
 
@@ -120,6 +291,9 @@ class FeatureTracker:
         noise_window: number of past steps over which the loss noise is measured.
         dense: read the gradients on every step, so that ``grad_noise`` averages every pair of
             successive gradients in the block rather than only the last pair.
+        features: the names of the features that will be read (default: all). Gradients are
+            kept between steps only for the gradient features, and the parameters are copied
+            only for the update features, so a selection without either costs less.
 
     Example:
         >>> tracker = FeatureTracker(interval=5)
@@ -134,7 +308,12 @@ class FeatureTracker:
     names = FEATURE_NAMES
 
     def __init__(
-        self, interval: int = 1, history: int = 5, noise_window: int = 10, dense: bool = False
+        self,
+        interval: int = 1,
+        history: int = 5,
+        noise_window: int = 10,
+        dense: bool = False,
+        features: Iterable[str] | None = None,
     ) -> None:
         if interval < 1:
             raise ValueError(f"interval must be >= 1, got {interval}")
@@ -147,6 +326,13 @@ class FeatureTracker:
         self.history = history
         self.noise_window = noise_window
         self.dense = bool(dense)
+        selected = set(FEATURE_NAMES if features is None else features)
+        unknown = sorted(selected - set(FEATURE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown features {unknown}; valid: {list(FEATURE_NAMES)}")
+        self.reads_gradients = bool(selected & GRADIENT_FEATURES)
+        self.reads_updates = bool(selected & UPDATE_FEATURES)
+        self._chain = UpdateChain()
         self.reset()
 
     def reset(self) -> None:
@@ -168,6 +354,10 @@ class FeatureTracker:
         self._log2_batch_change = 0.0  # likewise for the batch size
         self.reference_loss = math.nan  # mean loss of the last closed block (spike guard)
         self.steps = 0
+        self._chain.reset()
+        self._slopes: deque[float] = deque(maxlen=_UPDATE_WINDOW)  # latest samples of r
+        self._armijo: deque[float] = deque(maxlen=_UPDATE_WINDOW)
+        self._sizes: deque[float] = deque(maxlen=_UPDATE_WINDOW)  # log10 |u| / |theta|
 
     def record_lr_change(self, factor: float) -> None:
         """Note that the learning rate was just multiplied by `factor` (for ``lr_drift``)."""
@@ -190,8 +380,14 @@ class FeatureTracker:
         return len(self._block)
 
     # ------------------------------------------------------------------ per step
-    def update(self, loss: float, grads: Iterable[torch.Tensor | None]) -> StepStats:
-        """Record one optimizer step: its loss and the gradients it used."""
+    def update(
+        self,
+        loss: float,
+        grads: Iterable[torch.Tensor | None],
+        params: Iterable[torch.Tensor] | None = None,
+    ) -> StepStats:
+        """Record one optimizer step: its loss, the gradients it used and, for the update
+        features, the parameters it produced (in the same order as the gradients)."""
         loss = float(loss)
         grads = list(grads)
         position = len(self._block)  # steps already in this block
@@ -203,11 +399,38 @@ class FeatureTracker:
         keep = position + 2 == interval or interval == 1 or position + 1 > interval
         if self.dense:
             align = keep = True
-        measure = align or keep or (position == 0 and not self._decision_losses)
+        measure = self.reads_gradients and (
+            align or keep or (position == 0 and not self._decision_losses)
+        )
+        reductions: list[torch.Tensor] = []
+        n_dot = 0
+        if measure:
+            norm, dot = self._grad_products(grads, align)
+            if norm is not None:
+                reductions.append(norm)
+                if dot is not None:
+                    reductions.append(dot)
+                    n_dot = 1
+        phase, chain_terms = "copy", list[torch.Tensor]()
+        chained = self.reads_updates and params is not None
+        if chained:
+            phase, chain_terms = self._chain.products(grads, list(params))  # type: ignore[arg-type]
+        values = _to_host(reductions + chain_terms)  # the one host sync of the step
         grad_norm_sq, grad_dot_prev = math.nan, math.nan
         if measure:
-            grad_norm_sq, grad_dot_prev = self._grad_products(grads, align)
-        finite = math.isfinite(loss) and (not measure or math.isfinite(grad_norm_sq))
+            grad_norm_sq = values[0] if reductions else 0.0
+            grad_dot_prev = values[1] if n_dot else math.nan
+        chain_values = values[len(reductions) :]
+        finite = (
+            math.isfinite(loss)
+            and (not measure or math.isfinite(grad_norm_sq))
+            and all(math.isfinite(v) for v in chain_values)
+        )
+        if chained:
+            if finite:
+                self._record_update(self._chain.finish(phase, chain_values, loss))
+            else:
+                self._chain.reset()
         stats = StepStats(
             loss=loss,
             grad_norm_sq=grad_norm_sq,
@@ -227,15 +450,24 @@ class FeatureTracker:
                 self._block_start_grad_norm = math.sqrt(grad_norm_sq)
             self._best_loss = min(self._best_loss, loss)
             self._last_loss = loss
-            if keep:
+            if keep and self.reads_gradients:
                 self._keep_grads(grads)
                 self._prev_grad_norm_sq = grad_norm_sq
         self._block.append(stats)
         self.steps += 1
         return stats
 
-    def _grad_products(self, grads: list[torch.Tensor | None], align: bool) -> tuple[float, float]:
-        """|g|^2, and g . g_prev when `align`, with one reduction per tensor and one host sync."""
+    def _record_update(self, sample: tuple[float, float, float] | None) -> None:
+        if sample is None:
+            return
+        for window, value in zip((self._slopes, self._armijo, self._sizes), sample, strict=True):
+            if math.isfinite(value):
+                window.append(value)
+
+    def _grad_products(
+        self, grads: list[torch.Tensor | None], align: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """|g|^2, and g . g_prev when `align` (0-dim tensors, not yet read to the host)."""
         norm_terms, dot_terms = [], []
         prev = self._usable_prev_grads(len(grads)) if align else None
         for i, g in enumerate(grads):
@@ -247,10 +479,8 @@ class FeatureTracker:
             if p is not None and p.shape == flat.shape and p.dtype == flat.dtype:
                 dot_terms.append(torch.dot(flat, p))
         if not norm_terms:
-            return 0.0, math.nan
-        sums = [_total(norm_terms)] + ([_total(dot_terms)] if dot_terms else [])
-        values = torch.stack(sums).tolist()  # the one host sync of the step
-        return values[0], (values[1] if dot_terms else math.nan)
+            return None, None
+        return _total(norm_terms), (_total(dot_terms) if dot_terms else None)
 
     def _usable_prev_grads(self, count: int) -> list[torch.Tensor | None] | None:
         """The kept gradients, or None if the loop has overwritten them in place since."""
@@ -290,6 +520,7 @@ class FeatureTracker:
         obs[9] = 1.0 if len(finite_steps) < len(block) else 0.0
         obs[10] = math.tanh(self._log10_lr_change / _DRIFT_DECADES)
         obs[12] = math.tanh(self._log2_batch_change / _GROWTH_DOUBLINGS)
+        obs[13:17] = self._update_features()
         if finite_steps:
             obs[:9] = self._finite_features(finite_steps)
             obs[11] = _gradient_disagreement(finite_steps)
@@ -300,6 +531,18 @@ class FeatureTracker:
         self._block_start_grad_norm = math.nan
         obs = np.nan_to_num(obs, nan=0.0, posinf=OBS_HIGH, neginf=OBS_LOW)
         return np.clip(obs, OBS_LOW, OBS_HIGH).astype(np.float32)
+
+    def _update_features(self) -> list[float]:
+        """update_slope, its spread, armijo_ratio and update_size over the latest samples."""
+        slopes = list(self._slopes)
+        spread_value = float(np.std(slopes)) / _SLOPE_CLIP if len(slopes) >= 2 else 0.0
+        size = _median(list(self._sizes)) if self._sizes else math.nan
+        return [
+            _median(slopes) / _SLOPE_CLIP if slopes else 0.0,
+            min(1.0, spread_value),
+            _median(list(self._armijo)) / _SLOPE_CLIP if self._armijo else 0.0,
+            math.tanh((size + _SIZE_CENTRE) / _SIZE_DECADES) if math.isfinite(size) else 0.0,
+        ]
 
     def _finite_features(self, steps: list[StepStats]) -> list[float]:
         loss = self._last_loss
@@ -326,6 +569,7 @@ class FeatureTracker:
                 if norms > 0:
                     cosines.append(s.grad_dot_prev / norms)
         grad_norm = math.sqrt(steps[-1].grad_norm_sq)
+        start_norm = _finite(math.nan if grad_start is None else grad_start, grad_norm)
         return [
             spread(changes[-1]) if changes else 0.0,
             spread(block_change),
@@ -335,7 +579,7 @@ class FeatureTracker:
             spread(float(np.std(changes))) if len(changes) >= 2 else 0.0,
             _mean(cosines),
             math.tanh(_mean(projections)),
-            spread(relative_change(grad_norm, _finite(grad_start, grad_norm))),
+            spread(relative_change(grad_norm, start_norm)),
         ]
 
     # ------------------------------------------------------------------ persistence
@@ -362,11 +606,16 @@ class FeatureTracker:
             "block_start_grad_norm": self._block_start_grad_norm,
             "block": [vars(s).copy() for s in self._block],
             "steps": self.steps,
+            "chain": self._chain.state_dict(),
+            "slopes": list(self._slopes),
+            "armijo": list(self._armijo),
+            "sizes": list(self._sizes),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        # Version 2 states lack only the batch fields, whose defaults are exact for them.
-        if state.get("version") not in (2, self.version):
+        # Older states lack only the fields added since (batch, update chain), whose defaults
+        # are exact for a run that never read them.
+        if state.get("version") not in range(2, self.version + 1):
             raise ValueError(
                 f"feature state has version {state.get('version')!r}, this tracker reads "
                 f"versions 2 to {self.version}"
@@ -395,6 +644,10 @@ class FeatureTracker:
         self._block_start_grad_norm = float(state["block_start_grad_norm"])
         self._block = [StepStats(**s) for s in state["block"]]
         self.steps = int(state["steps"])
+        if "chain" in state:
+            self._chain.load_state_dict(state["chain"])
+            for name in ("slopes", "armijo", "sizes"):
+                getattr(self, f"_{name}").extend(float(x) for x in state[name])
 
 
 def _gradient_disagreement(steps: list[StepStats]) -> float:
@@ -422,6 +675,20 @@ def _total(terms: list[torch.Tensor]) -> torch.Tensor:
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else 0.5 * (ordered[middle - 1] + ordered[middle])
+
+
+def _to_host(terms: list[torch.Tensor]) -> list[float]:
+    """0-dim tensors as floats, with one host sync for all of them (none when there are none)."""
+    if not terms:
+        return []
+    device = terms[0].device
+    return torch.stack([t.to(device) for t in terms]).tolist()
 
 
 def _flat(grad: torch.Tensor) -> torch.Tensor:

@@ -143,8 +143,8 @@ class QLRScheduler:
         loss_value = _loss_to_float(loss)
         if self._scaler_skipped_step():
             return
-        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"]]
-        cut = self.controller.record_step(loss_value, grads)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        cut = self.controller.record_step(loss_value, [p.grad for p in params], params)
         self.steps += 1
         if cut != 1.0:
             self._apply_factor(cut)
@@ -228,6 +228,8 @@ class QLRScheduler:
             "min_lr": self.controller.min_lr,
             "max_lr": self.controller.max_lr,
             "batch_size": self.controller.batch_size,
+            "examples": self.controller.examples,
+            "blocks": self.controller.blocks,
             "tracker": self.controller.tracker.state_dict(),
         }
 
@@ -242,9 +244,14 @@ class QLRScheduler:
         self.controller.min_lr = float(state_dict["min_lr"])
         self.controller.max_lr = float(state_dict["max_lr"])
         self.controller.tracker.load_state_dict(state_dict["tracker"])
+        # Absent before decisions were paced in examples: a block count and its examples.
+        self.controller.blocks = int(state_dict.get("blocks", self.decisions))
         batch_size = state_dict.get("batch_size")  # absent before batch control
         if batch_size is not None and self.controller.batch_size is not None:
             self.controller.batch_size = int(batch_size)
+            start = self.controller.start_batch_size or int(batch_size)
+            paced = self.controller.blocks * self.controller.decision_interval * start
+            self.controller.examples = int(state_dict.get("examples", paced))
             self.controller.tracker.interval = int(state_dict["tracker"]["interval"])
         self._last_lr = self._group_lrs()
 

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import DecisionAudit
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
 import qlr
@@ -17,7 +18,7 @@ from qlr.envs import LearningRateEnv
 from qlr.envs.optimizers import make_optimizer
 from qlr.envs.problems import sample_least_squares, sample_mlp
 from qlr.envs.run import run_inner, run_policy
-from qlr.features import FEATURE_NAMES, FEATURES_V2, FeatureTracker
+from qlr.features import FEATURES_V2, FEATURES_V3, FeatureTracker
 from qlr.policy import load_policy, save_policy
 
 BATCH = (1.0, 2.0)  # keep or double
@@ -35,7 +36,7 @@ def hold_and(batch_index: int) -> int:
     return 1 * len(BATCH) + batch_index
 
 
-def train_one_epoch(loader, model, opt, sched, loss_fn) -> list[int]:
+def train_one_epoch(loader, model, opt, sched, loss_fn, after_step=None) -> list[int]:
     """A user's loop over `loader`, stepping `sched` after every step; the batch sizes seen."""
     sizes = []
     for xb, yb in loader:
@@ -45,6 +46,8 @@ def train_one_epoch(loader, model, opt, sched, loss_fn) -> list[int]:
         loss.backward()
         opt.step()
         sched.step(loss)
+        if after_step is not None:
+            after_step()
     return sizes
 
 
@@ -53,7 +56,7 @@ def train_one_epoch(loader, model, opt, sched, loss_fn) -> list[int]:
 
 def test_batch_actions_change_the_batch_the_env_trains_with():
     env = batch_env(max_batch_growth=4, horizon=100)
-    assert env.action_space.n == 6 and env.observation_space.shape == (len(FEATURE_NAMES),)
+    assert env.action_space.n == 6 and env.observation_space.shape == (len(FEATURES_V3),)
     _, info = env.reset(seed=0, options={"lr": 1e-3, "optimizer": "sgd"})
     assert info["batch_size"] == 16 and env.problem.batch_size == 16
     sizes = []
@@ -106,7 +109,7 @@ def test_observations_stay_finite_and_in_the_space_under_extreme_noise(scale):
     problem = sample_least_squares(rng, n=64, dim=8, noise=1e3, batch_size=1, scale=scale)
     env = batch_env(problem=problem, horizon=30, max_batch_growth=64, lr_bounds=(1e-8, 10.0))
     actions = np.random.default_rng(0)
-    noise, noise_seen = FEATURE_NAMES.index("grad_noise"), []
+    noise, noise_seen = FEATURES_V3.index("grad_noise"), []
     for episode in range(3):
         obs, _ = env.reset(seed=episode, options={"lr": [1e-6, 1e-2, 5.0][episode]})
         assert env.observation_space.contains(obs)
@@ -140,7 +143,7 @@ def test_grad_noise_reads_agreement_noise_and_overshoot():
         tracker = FeatureTracker(interval=8, dense=True)
         for t in range(8):
             tracker.update(1.0 - 0.01 * t, [make_grad(t)])
-        return tracker.observation()[FEATURE_NAMES.index("grad_noise")]
+        return tracker.observation()[FEATURES_V3.index("grad_noise")]
 
     gen = torch.Generator().manual_seed(0)
     direction = torch.randn(1000, generator=gen)
@@ -151,7 +154,7 @@ def test_grad_noise_reads_agreement_noise_and_overshoot():
 
 def test_batch_growth_feature_follows_the_recorded_changes():
     tracker = FeatureTracker(interval=1)
-    growth = FEATURE_NAMES.index("batch_growth")
+    growth = FEATURES_V3.index("batch_growth")
     tracker.update(1.0, [torch.ones(3)])
     assert tracker.observation()[growth] == 0.0
     tracker.record_batch_change(2.0)
@@ -243,16 +246,20 @@ def test_old_policy_files_still_drive_rate_only_control(tmp_path, make_policy):
         model = torch.nn.Linear(4, 1)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         sched = qlr.QLRScheduler(opt, policy=policy, batch_size=32)
+        audit = DecisionAudit(sched)
         x, y = torch.randn(256, 4), torch.randn(256, 1)
         loader = DataLoader(
             TensorDataset(x, y), batch_sampler=qlr.DynamicBatchSampler(range(256), sched)
         )
         for _ in range(3):
-            sizes = train_one_epoch(loader, model, opt, sched, torch.nn.functional.mse_loss)
+            loss_fn = torch.nn.functional.mse_loss
+            sizes = train_one_epoch(loader, model, opt, sched, loss_fn, after_step=audit)
             assert sizes == [32] * 8
         assert sched.decisions == 24 // policy.decision_interval and sched.batch_size == 32
         assert not sched.controller.tracker.dense
-    assert opt.param_groups[0]["lr"] < 0.1  # the last one always lowers the rate: it acted
+        # It acted on the rate alone: each decision as the policy's q-values chose.
+        assert audit.checked > 0 and audit.rate_moved, policy
+    assert opt.param_groups[0]["lr"] < 0.1  # the last one always lowers the rate
 
 
 # --------------------------------------------------------------------------- equal examples
@@ -260,7 +267,7 @@ def test_old_policy_files_still_drive_rate_only_control(tmp_path, make_policy):
 
 def test_scheduler_sees_what_the_env_sees_with_batch_actions(make_policy):
     """One minibatch run through the env and through the scheduler + hook: same everything."""
-    policy = make_policy(seed=4, interval=4, features=FEATURE_NAMES, batch_factors=BATCH)
+    policy = make_policy(seed=4, interval=4, features=FEATURES_V3, batch_factors=BATCH)
 
     def make():
         return sample_mlp(np.random.default_rng(0), hidden=(8, 8), batch_size=8)
@@ -315,11 +322,11 @@ def test_a_batch_policy_runs_at_equal_examples_not_equal_steps(make_policy):
 
 
 def test_policy_file_keeps_the_batch_actions(tmp_path, make_policy):
-    policy = make_policy(seed=2, features=FEATURE_NAMES, batch_factors=BATCH, max_batch_growth=8)
+    policy = make_policy(seed=2, features=FEATURES_V3, batch_factors=BATCH, max_batch_growth=8)
     loaded = load_policy(save_policy(policy, tmp_path / "noise.qlr"))
     assert loaded.batch_factors == BATCH and loaded.metadata.max_batch_growth == 8
-    assert loaded.n_actions == 6 and loaded.metadata.feature_names == FEATURE_NAMES
-    obs = np.random.default_rng(0).uniform(-1, 1, (16, len(FEATURE_NAMES))).astype(np.float32)
+    assert loaded.n_actions == 6 and loaded.metadata.feature_names == FEATURES_V3
+    obs = np.random.default_rng(0).uniform(-1, 1, (16, len(FEATURES_V3))).astype(np.float32)
     np.testing.assert_array_equal(loaded.q_values(obs), policy.q_values(obs))
     opt = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.1)
     sched = qlr.QLRScheduler(opt, policy=loaded, batch_size=10)
@@ -363,7 +370,7 @@ def test_a_tiny_noise_level_training_run_exports_a_batch_policy(tmp_path):
     assert main(args) == 0
     policy = load_policy(tmp_path / "run" / "final_policy.qlr")
     assert policy.batch_factors == BATCH and policy.n_actions == 6
-    assert policy.metadata.feature_names == FEATURE_NAMES and policy.metadata.max_batch_growth == 8
+    assert policy.metadata.feature_names == FEATURES_V3 and policy.metadata.max_batch_growth == 8
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     (events,) = (tmp_path / "run" / "tensorboard").iterdir()
@@ -384,7 +391,7 @@ def test_the_noise_level_env_is_registered_and_passes_gymnasium_checks():
     from qlr.envs import NOISE_ENV_ID
 
     env = gymnasium.make(NOISE_ENV_ID, horizon=6)
-    assert env.action_space.n == 6 and env.observation_space.shape == (len(FEATURE_NAMES),)
+    assert env.action_space.n == 6 and env.observation_space.shape == (len(FEATURES_V3),)
     check_env(env.unwrapped, skip_render_check=True)
     _, info = env.reset(seed=0)
     assert info["batch_growth"] == 1.0 and env.unwrapped.example_budget is not None
@@ -392,7 +399,7 @@ def test_the_noise_level_env_is_registered_and_passes_gymnasium_checks():
 
 def test_the_shipped_noise_policy_drives_a_real_loop():
     policy = load_policy("noise")
-    assert policy.batch_factors == BATCH and policy.metadata.feature_names == FEATURE_NAMES
+    assert policy.batch_factors == BATCH and policy.metadata.feature_names == FEATURES_V3
     torch.manual_seed(0)
     x = torch.randn(4096, 10)
     y = (x[:, :1] > 0).float()
@@ -403,9 +410,15 @@ def test_the_shipped_noise_policy_drives_a_real_loop():
         TensorDataset(x, y), batch_sampler=qlr.DynamicBatchSampler(RandomSampler(x), sched)
     )
     loss_fn = torch.nn.functional.binary_cross_entropy_with_logits
-    sizes = train_one_epoch(loader, model, opt, sched, loss_fn)
+    audit = DecisionAudit(sched)
+    sizes = train_one_epoch(loader, model, opt, sched, loss_fn, after_step=audit)
     assert sum(sizes) == 4096 and sched.decisions > 0
     assert all(16 <= s <= 128 for s in sizes[:-1])  # within 8x the start (the trained bound)
+    # It is the policy at work: rate and batch moved as its q-values chose, and the rate moved.
+    assert audit.checked > 0 and audit.rate_moved
+    # The loop got the batch sizes the scheduler chose (the last batch takes what is left).
+    chosen = audit.batch_sizes[:-1]
+    assert sizes[:-1] == chosen[: len(sizes) - 1]
 
 
 def test_holding_the_batch_keeps_the_policy_on_the_rate_alone(make_policy):

@@ -93,7 +93,7 @@ def test_feature_selection_picks_and_orders_the_features():
     expected = full.observe()[[FEATURE_NAMES.index(n) for n in names]]
     np.testing.assert_array_equal(picked.observe(), expected)
     assert resolve_features(None) == FEATURE_NAMES[:11]  # rate-only default
-    assert resolve_features(None, batch=True) == FEATURE_NAMES
+    assert resolve_features(None, batch=True) == FEATURE_NAMES[:13]
 
 
 def test_version_one_policy_files_still_load_and_drive_the_scheduler(tmp_path, make_policy):
