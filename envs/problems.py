@@ -278,6 +278,19 @@ class Minibatcher:
         self._pos += self.batch_size
         return idx
 
+    # A copy (copy.deepcopy, pickle) carries the generator's state, so it draws the same
+    # batches as the original from then on. Written out rather than left to torch.Generator,
+    # which cannot be pickled in every torch version this package supports.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["generator"] = self.generator.get_state()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.generator = torch.Generator()
+        self.generator.set_state(state["generator"])
+
 
 class DataProblem(Problem):
     """A problem whose objective is a mean over ``n`` data examples.
@@ -445,10 +458,15 @@ class Logistic(DataProblem):
         return {**super()._info(), "l2": self.l2, "label_noise": self.label_noise}
 
 
-class MLPClassifier(DataProblem):
-    """Cross-entropy of an ``nn.Module`` classifier on fixed data, times ``scale`` (autograd)."""
+class ModuleProblem(DataProblem):
+    """Cross-entropy of an ``nn.Module`` on fixed data, times ``scale``, through autograd.
 
-    name = "mlp"
+    The model maps a batch of inputs ``X[idx]`` to logits whose last dimension is the class
+    dimension; targets ``y[idx]`` have the logits' shape without it. A classifier gives logits
+    ``(batch, classes)``; a sequence model gives ``(batch, steps, classes)`` and is scored on
+    every step (next-token prediction, per-step labels). Subclasses name the family and may
+    add terms in :meth:`_objective`.
+    """
 
     def __init__(
         self,
@@ -464,12 +482,19 @@ class MLPClassifier(DataProblem):
         self.model, self.X, self.y = model, X, y
         self.details = details or {}
 
+    def _objective(self, X: Tensor, y: Tensor) -> Tensor:
+        """The scaled objective on inputs ``X`` and targets ``y`` (a 0-dim tensor)."""
+        logits = self.model(X)
+        # flatten(0, -2) is a no-op view for (batch, classes) logits, so classifiers keep
+        # exactly the values they had before sequence models shared this code.
+        return nn.functional.cross_entropy(logits.flatten(0, -2), y.flatten()) * self.scale
+
     def _loss_and_grad(self) -> tuple[float, int]:
         idx = self._next_batch()
         X = self.X if idx is None else self.X[idx]
         y = self.y if idx is None else self.y[idx]
         with torch.enable_grad():  # also works when the caller is inside torch.no_grad()
-            value = nn.functional.cross_entropy(self.model(X), y) * self.scale
+            value = self._objective(X, y)
         # autograd.grad + assignment overwrites p.grad rather than accumulating into it.
         grads = torch.autograd.grad(value, self.params)
         for p, g in zip(self.params, grads, strict=True):
@@ -477,11 +502,16 @@ class MLPClassifier(DataProblem):
         return value.item(), X.shape[0]
 
     def _loss(self) -> tuple[float, int]:
-        value = nn.functional.cross_entropy(self.model(self.X), self.y) * self.scale
-        return value.item(), self.n
+        return self._objective(self.X, self.y).item(), self.n
 
     def _info(self) -> dict[str, Any]:
         return {**super()._info(), **self.details}
+
+
+class MLPClassifier(ModuleProblem):
+    """Cross-entropy of an MLP classifier on fixed synthetic data, times ``scale``."""
+
+    name = "mlp"
 
 
 class DigitsMLP(MLPClassifier):
@@ -734,6 +764,481 @@ def sample_digits_mlp(
     return DigitsMLP(model, X.to(dtype), y, s, bs, _seed(rng), details=details)
 
 
+# --------------------------------------------------------------------------- more families
+# Models people train (a transformer language model, recurrent nets, a CNN) and held-out
+# ones that differ in data and architecture. All are built with skip_init and filled from
+# the numpy generator, so that construction never touches torch's global RNG.
+
+
+class LMTransformer(ModuleProblem):
+    """Next-token cross-entropy of a small causal transformer on synthetic Markov sequences."""
+
+    name = "lm_transformer"
+
+
+class GRUSequence(ModuleProblem):
+    """Per-step cross-entropy of a GRU tagging sequences by a rule that needs memory."""
+
+    name = "gru_seq"
+
+
+class DigitsCNN(ModuleProblem):
+    """Small CNN on the training part of scikit-learn's 8x8 digits."""
+
+    name = "digits_cnn"
+
+
+class CancerMLP(ModuleProblem):
+    """Residual MLP with LayerNorm on scikit-learn's breast cancer data (2-class)."""
+
+    name = "cancer_mlp"
+
+
+class WineSoftmax(ModuleProblem):
+    """Softmax regression on scikit-learn's wine data plus ``scale * l2 |W|^2 / 2``.
+
+    The standardised classes are nearly separable: without the L2 term the loss would only
+    approach 0 as the weights grow without bound, so the minimum is kept finite and positive.
+    """
+
+    name = "wine_softmax"
+
+    def __init__(self, model: nn.Linear, X: Tensor, y: Tensor, l2: float = 1e-3, **kwargs: Any):
+        super().__init__(model, X, y, **kwargs)
+        self.l2 = float(l2)
+        self._weight = model.weight  # the bias is not penalised
+
+    def _objective(self, X: Tensor, y: Tensor) -> Tensor:
+        weight = self._weight
+        return super()._objective(X, y) + (0.5 * self.scale * self.l2) * (weight * weight).sum()
+
+    def _info(self) -> dict[str, Any]:
+        return {**super()._info(), "l2": self.l2}
+
+
+class LSTMLM(ModuleProblem):
+    """Next-token cross-entropy of an LSTM language model on synthetic Markov sequences."""
+
+    name = "lstm_lm"
+
+
+def _fill_(param: Tensor, values: np.ndarray) -> None:
+    with torch.no_grad():
+        param.copy_(_tensor(values, param.dtype))
+
+
+def _fill_uniform_(module: nn.Module, rng: np.random.Generator, bound: float) -> None:
+    """Every parameter of ``module`` uniform in ``[-bound, bound]`` (torch's RNN default)."""
+    for p in module.parameters():
+        _fill_(p, rng.uniform(-bound, bound, tuple(p.shape)))
+
+
+def _linear(
+    fan_in: int, fan_out: int, rng: np.random.Generator, dtype: torch.dtype, bias: bool = True
+) -> nn.Linear:
+    """``nn.Linear`` with PyTorch's default init ranges, drawn from ``rng``."""
+    layer = nn.utils.skip_init(nn.Linear, fan_in, fan_out, bias=bias, dtype=dtype)
+    _fill_uniform_(layer, rng, 1.0 / math.sqrt(fan_in))
+    return layer
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with one fused query/key/value projection."""
+
+    def __init__(self, d_model: int, heads: int, dtype: torch.dtype):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.utils.skip_init(nn.Linear, d_model, 3 * d_model, dtype=dtype)
+        self.proj = nn.utils.skip_init(nn.Linear, d_model, d_model, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
+
+    def __init__(self, d_model: int, heads: int, mlp_ratio: int, dtype: torch.dtype):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model, dtype=dtype)  # ones and zeros: no random init
+        self.attn = CausalSelfAttention(d_model, heads, dtype)
+        self.ln2 = nn.LayerNorm(d_model, dtype=dtype)
+        hidden = mlp_ratio * d_model
+        self.mlp = nn.Sequential(
+            nn.utils.skip_init(nn.Linear, d_model, hidden, dtype=dtype),
+            nn.GELU(),
+            nn.utils.skip_init(nn.Linear, hidden, d_model, dtype=dtype),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class TransformerLM(nn.Module):
+    """Token and learned position embeddings, pre-LN blocks, a final LayerNorm and a head.
+
+    With ``tied=True`` the output head is the transposed token embedding. Initialised as
+    GPT-2 is, from ``rng``: weights N(0, 0.02), biases 0, LayerNorms 1 and 0, and the
+    projections back into the residual stream N(0, 0.02 / sqrt(2 layers)), so that the
+    stream's variance does not grow with depth.
+    """
+
+    def __init__(
+        self,
+        vocab: int,
+        context: int,
+        d_model: int,
+        layers: int,
+        heads: int,
+        mlp_ratio: int,
+        tied: bool,
+        rng: np.random.Generator,
+        dtype: torch.dtype,
+    ):
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model={d_model} is not a multiple of heads={heads}")
+        self.tok = nn.utils.skip_init(nn.Embedding, vocab, d_model, dtype=dtype)
+        self.pos = nn.Parameter(torch.zeros(context, d_model, dtype=dtype))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(d_model, heads, mlp_ratio, dtype) for _ in range(layers)
+        )
+        self.ln_f = nn.LayerNorm(d_model, dtype=dtype)
+        self.head = (
+            None if tied else nn.utils.skip_init(nn.Linear, d_model, vocab, bias=False, dtype=dtype)
+        )
+        std, residual_std = 0.02, 0.02 / math.sqrt(2 * layers)
+        norms = {
+            id(p) for m in self.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()
+        }
+        for name, p in self.named_parameters():
+            if id(p) in norms:
+                continue  # built as ones and zeros
+            if name.endswith("bias"):
+                _fill_(p, np.zeros(tuple(p.shape)))
+            else:
+                residual = name.endswith(("attn.proj.weight", "mlp.2.weight"))
+                _fill_(p, rng.normal(0.0, residual_std if residual else std, tuple(p.shape)))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        x = self.tok(tokens) + self.pos[: tokens.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        x = self.ln_f(x)
+        return x @ self.tok.weight.T if self.head is None else self.head(x)
+
+
+class RecurrentTagger(nn.Module):
+    """A one-layer GRU or LSTM with a linear head on every step (optional token embedding)."""
+
+    def __init__(
+        self,
+        cell: type[nn.GRU] | type[nn.LSTM],
+        inputs: int,
+        hidden: int,
+        outputs: int,
+        rng: np.random.Generator,
+        dtype: torch.dtype,
+        vocab: int | None = None,
+    ):
+        super().__init__()
+        self.embed = None
+        if vocab is not None:
+            self.embed = nn.utils.skip_init(nn.Embedding, vocab, inputs, dtype=dtype)
+            _fill_(self.embed.weight, rng.standard_normal((vocab, inputs)))  # torch's N(0, 1)
+        # skip_init by hand (it rejects RNN classes, whose signature hides ``device``): build
+        # on the meta device, then allocate; the values come from rng just below.
+        rnn = cell(inputs, hidden, batch_first=True, device="meta", dtype=dtype)
+        self.rnn = rnn.to_empty(device="cpu")
+        _fill_uniform_(self.rnn, rng, 1.0 / math.sqrt(hidden))
+        self.head = _linear(hidden, outputs, rng, dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.embed is not None:
+            x = self.embed(x)
+        return self.head(self.rnn(x)[0])
+
+
+class ResidualMLP(nn.Module):
+    """``Linear``, then blocks ``x + Linear(act(LayerNorm(x)))``, then ``LayerNorm``, act, head."""
+
+    def __init__(
+        self,
+        features: int,
+        hidden: int,
+        blocks: int,
+        classes: int,
+        activation: str,
+        rng: np.random.Generator,
+        dtype: torch.dtype,
+    ):
+        super().__init__()
+        act = {"tanh": nn.Tanh, "relu": nn.ReLU}
+        if activation not in act:
+            raise ValueError(f"unknown activation {activation!r}; valid: {sorted(act)}")
+        self.inp = _linear(features, hidden, rng, dtype)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.LayerNorm(hidden, dtype=dtype),
+                act[activation](),
+                _linear(hidden, hidden, rng, dtype),
+            )
+            for _ in range(blocks)
+        )
+        self.out = nn.Sequential(
+            nn.LayerNorm(hidden, dtype=dtype),
+            act[activation](),
+            _linear(hidden, classes, rng, dtype),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.inp(x)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.out(x)
+
+
+def markov_tokens(
+    rng: np.random.Generator, n: int, length: int, vocab: int, order: int, branching: int
+) -> np.ndarray:
+    """``n`` token sequences from a random sparse Markov chain of the given order.
+
+    Each context (the previous ``order`` tokens) allows ``branching`` successors with
+    Dirichlet(1) probabilities; the first ``order`` tokens are uniform. A model that learns
+    the chain reaches a per-token loss near its entropy, well below ``log(vocab)``.
+
+    Returns:
+        An int64 array of shape ``(n, length)``.
+    """
+    if not 1 <= branching <= vocab:
+        raise ValueError(f"branching must lie in [1, vocab={vocab}], got {branching}")
+    contexts = vocab**order
+    successors = np.argsort(rng.random((contexts, vocab)), axis=1)[:, :branching]
+    cumulative = np.cumsum(rng.dirichlet(np.ones(branching), size=contexts), axis=1)
+    seq = np.empty((n, length), dtype=np.int64)
+    seq[:, :order] = rng.integers(vocab, size=(n, min(order, length)))
+    for t in range(order, length):
+        context = np.zeros(n, dtype=np.int64)
+        for j in range(order):
+            context = context * vocab + seq[:, t - order + j]
+        pick = (rng.random(n)[:, None] > cumulative[context]).sum(axis=1)
+        seq[:, t] = successors[context, np.minimum(pick, branching - 1)]  # rounding at 1.0
+    return seq
+
+
+def memory_task(
+    rng: np.random.Generator, task: str, n: int, length: int, features: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Inputs ``(n, length, features)``, per-step labels ``(n, length)`` and the class count.
+
+    * ``"sum_sign"``: Gaussian inputs; the label at step t is whether the running sum of a
+      random projection of the inputs up to t is positive.
+    * ``"first_marker"``: one-hot tokens, two of which are rare markers; the label at step t
+      is 0 before any marker, else 1 or 2 for the marker that came first.
+
+    Both labels depend on the whole prefix, so a model must carry state from step to step.
+    """
+    if task == "sum_sign":
+        x = rng.standard_normal((n, length, features))
+        y = (np.cumsum(x @ rng.standard_normal(features), axis=1) > 0).astype(np.int64)
+        return x, y, 2
+    if task == "first_marker":
+        if features < 3:
+            raise ValueError(f"first_marker needs features >= 3, got {features}")
+        marker = 1.0 / length  # no marker by the end in about e^-2 of the sequences
+        p = np.full(features, (1.0 - 2 * marker) / (features - 2))
+        p[:2] = marker
+        tokens = rng.choice(features, size=(n, length), p=p)
+        first = [np.where((tokens == m).any(1), (tokens == m).argmax(1), length) for m in (0, 1)]
+        steps = np.arange(length)[None, :]
+        earliest = np.minimum(first[0], first[1])[:, None]
+        y = np.where(steps < earliest, 0, np.where(first[0] < first[1], 1, 2)[:, None])
+        return np.eye(features)[tokens], y.astype(np.int64), 3
+    raise ValueError(f"unknown task {task!r}; valid: ['first_marker', 'sum_sign']")
+
+
+def sample_lm_transformer(
+    rng: np.random.Generator,
+    d_model: Spec = (16, 32),
+    layers: Spec = 1,
+    heads: Spec = 2,
+    context: Spec = 16,
+    vocab: Spec = (16, 32),
+    n: Spec = (64, 128),
+    order: Spec = [1, 2],  # noqa: B006 (read only)
+    branching: Spec = (2, 4),
+    tied: Spec = [True, False],  # noqa: B006 (read only)
+    mlp_ratio: Spec = 2,
+    batch_size: Spec = None,
+    scale: Spec = 1.0,
+    dtype: torch.dtype = torch.float32,
+) -> LMTransformer:
+    """Causal transformer LM on ``n`` Markov sequences of ``context + 1`` tokens.
+
+    ``d_model`` is rounded to a multiple of ``heads``. The model reads tokens ``0..context-1``
+    of each sequence and predicts tokens ``1..context``.
+    """
+    h = _draw(rng, heads, integer=True)
+    d = h * max(1, round(_draw(rng, d_model, integer=True) / h))
+    depth, t = _draw(rng, layers, integer=True), _draw(rng, context, integer=True)
+    v, m = _draw(rng, vocab, integer=True), _draw(rng, n, integer=True)
+    k, b = _draw(rng, order, integer=True), _draw(rng, branching, integer=True)
+    tie, ratio = bool(_draw(rng, tied)), _draw(rng, mlp_ratio, integer=True)
+    s, bs = _draw(rng, scale, log=True), _draw(rng, batch_size, integer=True)
+    tokens = torch.as_tensor(markov_tokens(rng, m, t + 1, v, k, min(b, v)))
+    model = TransformerLM(v, t, d, depth, h, ratio, tie, rng, dtype)
+    details = {
+        "d_model": d,
+        "layers": depth,
+        "heads": h,
+        "context": t,
+        "vocab": v,
+        "order": k,
+        "branching": b,
+        "tied": tie,
+    }
+    return LMTransformer(model, tokens[:, :-1], tokens[:, 1:], s, bs, _seed(rng), details=details)
+
+
+def sample_gru_seq(
+    rng: np.random.Generator,
+    hidden: Spec = (16, 32),
+    features: Spec = (4, 8),
+    length: Spec = 10,
+    n: Spec = (64, 128),
+    task: Spec = ["sum_sign", "first_marker"],  # noqa: B006 (read only)
+    batch_size: Spec = None,
+    scale: Spec = 1.0,
+    dtype: torch.dtype = torch.float32,
+) -> GRUSequence:
+    """One-layer GRU with a per-step linear head on a :func:`memory_task`."""
+    h, f = _draw(rng, hidden, integer=True), _draw(rng, features, integer=True)
+    t, m, name = _draw(rng, length, integer=True), _draw(rng, n, integer=True), _draw(rng, task)
+    s, bs = _draw(rng, scale, log=True), _draw(rng, batch_size, integer=True)
+    x, y, classes = memory_task(rng, name, m, t, f)
+    model = RecurrentTagger(nn.GRU, f, h, classes, rng, dtype)
+    details = {"hidden": h, "features": f, "length": t, "task": name, "classes": classes}
+    return GRUSequence(
+        model, _tensor(x, dtype), torch.as_tensor(y), s, bs, _seed(rng), details=details
+    )
+
+
+def sample_digits_cnn(
+    rng: np.random.Generator,
+    channels: Spec = (4, 8),
+    conv_layers: Spec = (1, 2),
+    n: Spec = (128, 256),
+    batch_size: Spec = None,
+    scale: Spec = 1.0,
+    dtype: torch.dtype = torch.float32,
+) -> DigitsCNN:
+    """Conv 3x3 (same padding), ReLU, 2x2 max-pool, once or twice, then a linear head.
+
+    Runs on ``n`` images drawn without replacement from the 1,200 digits training images
+    (never the test part; all of them when ``n >= 1200``). The second conv layer, when there
+    is one, has twice the channels.
+    """
+    c, depth = _draw(rng, channels, integer=True), _draw(rng, conv_layers, integer=True)
+    m = min(_draw(rng, n, integer=True), DIGITS_TRAIN_SIZE)
+    s, bs = _draw(rng, scale, log=True), _draw(rng, batch_size, integer=True)
+    X, y, _, _ = load_digits_split()
+    layers: list[nn.Module] = []
+    size, fan_in = 8, 1
+    for i in range(depth):
+        out = c * 2**i
+        conv = nn.utils.skip_init(nn.Conv2d, fan_in, out, 3, padding=1, dtype=dtype)
+        _fill_uniform_(conv, rng, 1.0 / math.sqrt(9 * fan_in))  # torch's default bound
+        layers += [conv, nn.ReLU(), nn.MaxPool2d(2)]
+        size, fan_in = size // 2, out
+    layers += [nn.Flatten(), _linear(fan_in * size * size, 10, rng, dtype)]
+    details = {"channels": c, "conv_layers": depth}
+    # A subset keeps a full-batch step cheap; sorted, so that all 1,200 keep their order.
+    idx = torch.as_tensor(np.sort(rng.choice(DIGITS_TRAIN_SIZE, m, replace=False)))
+    images = X[idx].to(dtype).reshape(m, 1, 8, 8)
+    return DigitsCNN(nn.Sequential(*layers), images, y[idx], s, bs, _seed(rng), details=details)
+
+
+@functools.cache
+def load_standardised(name: str) -> tuple[Tensor, Tensor]:
+    """A scikit-learn bundled data set (``"breast_cancer"`` or ``"wine"``), standardised.
+
+    Returns ``(X, y)`` as float32/int64 tensors, features centred and scaled to unit
+    variance over the whole set. Loaded once per process; treat the tensors as read-only.
+    """
+    from sklearn import datasets  # lazy: scikit-learn is an optional dependency
+
+    loaders = {"breast_cancer": datasets.load_breast_cancer, "wine": datasets.load_wine}
+    if name not in loaders:
+        raise ValueError(f"unknown data set {name!r}; valid: {sorted(loaders)}")
+    data = loaders[name]()
+    X = data.data.astype(np.float64)
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    return torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(data.target.astype(np.int64))
+
+
+def sample_cancer_mlp(
+    rng: np.random.Generator,
+    hidden: Spec = (16, 64),
+    blocks: Spec = (1, 2),
+    activation: Spec = ["tanh", "relu"],  # noqa: B006 (read only)
+    batch_size: Spec = None,
+    scale: Spec = 1.0,
+    dtype: torch.dtype = torch.float32,
+) -> CancerMLP:
+    """:class:`ResidualMLP` (2 classes) on the 569 breast cancer cases; instances differ by init."""
+    h, depth = _draw(rng, hidden, integer=True), _draw(rng, blocks, integer=True)
+    act = _draw(rng, activation)
+    s, bs = _draw(rng, scale, log=True), _draw(rng, batch_size, integer=True)
+    X, y = load_standardised("breast_cancer")
+    model = ResidualMLP(X.shape[1], h, depth, 2, act, rng, dtype)
+    details = {"hidden": h, "blocks": depth, "activation": act}
+    return CancerMLP(model, X.to(dtype), y, s, bs, _seed(rng), details=details)
+
+
+def sample_wine_softmax(
+    rng: np.random.Generator,
+    l2: Spec = 1e-3,
+    batch_size: Spec = None,
+    scale: Spec = 1.0,
+    dtype: torch.dtype = torch.float32,
+) -> WineSoftmax:
+    """13 -> 3 softmax regression on the 178 wine samples; instances differ by init."""
+    decay = _draw(rng, l2, log=True)
+    s, bs = _draw(rng, scale, log=True), _draw(rng, batch_size, integer=True)
+    X, y = load_standardised("wine")
+    model = _linear(X.shape[1], 3, rng, dtype)
+    return WineSoftmax(model, X.to(dtype), y, decay, scale=s, batch_size=bs, seed=_seed(rng))
+
+
+def sample_lstm_lm(
+    rng: np.random.Generator,
+    hidden: Spec = (32, 64),
+    embed: Spec = 16,
+    context: Spec = 16,
+    vocab: Spec = (32, 64),
+    n: Spec = (96, 160),
+    order: Spec = [1, 2],  # noqa: B006 (read only)
+    branching: Spec = (2, 4),
+    batch_size: Spec = None,
+    scale: Spec = 1.0,
+    dtype: torch.dtype = torch.float32,
+) -> LSTMLM:
+    """Embedding, one-layer LSTM and a linear head on the sequences of :func:`markov_tokens`."""
+    h, e = _draw(rng, hidden, integer=True), _draw(rng, embed, integer=True)
+    t, v = _draw(rng, context, integer=True), _draw(rng, vocab, integer=True)
+    m = _draw(rng, n, integer=True)
+    k, b = _draw(rng, order, integer=True), _draw(rng, branching, integer=True)
+    s, bs = _draw(rng, scale, log=True), _draw(rng, batch_size, integer=True)
+    tokens = torch.as_tensor(markov_tokens(rng, m, t + 1, v, k, min(b, v)))
+    model = RecurrentTagger(nn.LSTM, e, h, v, rng, dtype, vocab=v)
+    details = {"hidden": h, "embed": e, "context": t, "vocab": v, "order": k, "branching": b}
+    return LSTMLM(model, tokens[:, :-1], tokens[:, 1:], s, bs, _seed(rng), details=details)
+
+
 FAMILIES: dict[str, Callable[..., Problem]] = {
     "quadratic": sample_quadratic,
     "rosenbrock": sample_rosenbrock,
@@ -744,5 +1249,11 @@ FAMILIES: dict[str, Callable[..., Problem]] = {
     "logistic": sample_logistic,
     "mlp": sample_mlp,
     "digits_mlp": sample_digits_mlp,
+    "lm_transformer": sample_lm_transformer,
+    "gru_seq": sample_gru_seq,
+    "digits_cnn": sample_digits_cnn,
+    "cancer_mlp": sample_cancer_mlp,
+    "wine_softmax": sample_wine_softmax,
+    "lstm_lm": sample_lstm_lm,
 }
 """Family name -> ``sample(rng, **ranges) -> Problem``."""

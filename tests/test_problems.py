@@ -104,7 +104,31 @@ SMALL = {
     "logistic": dict(dim=5, n=64),
     "mlp": dict(features=3, hidden=8, n=64),
     "digits_mlp": dict(hidden=16),
+    "lm_transformer": dict(d_model=8, vocab=8, context=8, n=32),
+    "gru_seq": dict(hidden=8, features=4, length=8, n=32),
+    "digits_cnn": dict(channels=2, n=64),
+    "cancer_mlp": dict(hidden=8, blocks=1),
+    "wine_softmax": dict(),
+    "lstm_lm": dict(hidden=8, embed=4, vocab=8, context=8, n=32),
 }
+DATA_FAMILIES = {
+    "least_squares",
+    "logistic",
+    "mlp",
+    "digits_mlp",
+    "lm_transformer",
+    "gru_seq",
+    "digits_cnn",
+    "cancer_mlp",
+    "wine_softmax",
+    "lstm_lm",
+}
+# The argument that grows from train through val to test, per family.
+SIZE_KEYS = ("dim", "hidden", "d_model", "channels")
+
+
+def size_key(kwargs: dict) -> str:
+    return next(key for key in SIZE_KEYS if key in kwargs)
 
 
 def test_small_covers_every_family():
@@ -243,7 +267,7 @@ def test_losses_are_nonnegative_at_random_points(family):
     rng = np.random.default_rng(8)
     for _ in range(2):
         kwargs = {**SMALL[family], "scale": (1e-3, 1e3)}
-        if family in ("least_squares", "logistic", "mlp", "digits_mlp"):
+        if family in DATA_FAMILIES:
             kwargs["batch_size"] = [None, 8]
         problem = FAMILIES[family](rng, **kwargs)
         start = [p.detach().clone() for p in problem.params]
@@ -402,7 +426,7 @@ def test_make_distribution_errors_name_the_bad_value(spec, bad):
 
 
 def test_make_distribution_lists_valid_choices_on_error():
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match="unknown distribution or family 'nope'") as err:
         make_distribution("nope")
     assert "train" in str(err.value) and "quadratic" in str(err.value)
 
@@ -417,7 +441,7 @@ def test_make_distribution_accepts_names_lists_and_dicts():
     assert make_distribution(mix) is mix
 
 
-def families_seen(dist: ProblemDistribution, seed: int = 0, limit: int = 200) -> set[str]:
+def families_seen(dist: ProblemDistribution, seed: int = 0, limit: int = 1000) -> set[str]:
     rng, seen = np.random.default_rng(seed), set()
     for _ in range(limit):
         seen.add(dist.sample(rng).name)
@@ -445,7 +469,7 @@ def test_held_out_families_only_in_test():
 def test_test_dimensions_exceed_train_dimensions():
     train, test = DISTRIBUTIONS["train"].families, DISTRIBUTIONS["test"].families
     for family, (_, kwargs) in train.items():
-        key = "dim" if "dim" in kwargs else "hidden"
+        key = size_key(kwargs)
         assert test[family][1][key][0] > kwargs[key][1], family
 
 
@@ -454,7 +478,7 @@ def test_validation_split_sits_between_train_and_test():
     train, val, test = (DISTRIBUTIONS[n].families for n in ("train", "val", "test"))
     assert set(val) == set(train)
     for family, (_, kwargs) in val.items():
-        key = "dim" if "dim" in kwargs else "hidden"
+        key = size_key(kwargs)
         assert train[family][1][key][1] <= kwargs[key][0], family
         assert kwargs[key][1] <= test[family][1][key][0], family
 
