@@ -23,6 +23,10 @@ method                 what it does (defaults)
                        beta 1e-3 (sgd, momentum, nesterov) or 1e-7 (adam), rate kept >= 1e-8
 ``rule``               x2 while the loss falls and successive gradients agree, x0.5 when it
                        rises, else hold; every 5 steps, rate in [1e-8, 10]
+``slope_rule``         `qlr.rules.slope_rule` through `QLRScheduler`: reads the block median of
+                       the slope ratio r along the update taken; x1.41 when r > 0.5, x0.5 when
+                       r < -0.9, else hold; every 5 steps. ``slope_rule:up=2,raise_above=0.3``
+                       sets its thresholds and factors
 ``graduated_lr``       Sato & Iiduka: 5 stages, lr x0.7071 per stage (fixed batch)
 ``graduated_batch``    5 stages, batch x2 per stage (fixed lr)
 ``graduated_hybrid``   5 stages, lr x0.866 and batch x1.5 per stage
@@ -35,6 +39,10 @@ method                 what it does (defaults)
                        at the suite's budget in examples
 ``noise_hold_batch``   the same policy with the batch held at its start: an ablation
 ``policy:PATH``        `QLRScheduler` with the policy file PATH
+``teacher``            reference line, not a method: every 5 steps copies the run once per factor
+                       (x0.5 ... x2), holds each to the end of the budget (100 steps ahead under
+                       a budget in examples), keeps the best; copies cost ~5 x remaining steps
+                       per decision, reported, not charged
 =====================  ========================================================================
 
 The hypergradient rates beta are the values Baydin et al. used; they are scale-dependent
@@ -52,12 +60,13 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from qlr.agents.bench import linesearch
+from qlr.agents.bench import linesearch, teacher
 from qlr.agents.bench.linesearch import Budget, MethodResult, examples_per_eval
 from qlr.control import reference_lr, scale_lr
 from qlr.envs.optimizers import make_optimizer
 from qlr.envs.problems import DataProblem, Problem, VectorProblem
 from qlr.envs.run import make_scheduler, run_inner, scheduler_hook
+from qlr.policy import Policy
 
 __all__ = [
     "METHODS",
@@ -579,7 +588,7 @@ def _lrfree_applies(name: str) -> Callable[[Problem, str | None], str | None]:
 # --------------------------------------------------------------------------- learned policies
 
 
-def _policy(policy: str, hold_batch: bool = False) -> MethodFn:
+def _policy(policy: str | Policy, hold_batch: bool = False) -> MethodFn:
     def run(problem, optimizer, lr, budget):
         opt = _optimizer(problem, optimizer, lr)
         scheduler = make_scheduler(problem, opt, policy, hold_batch)
@@ -591,6 +600,52 @@ def _policy(policy: str, hold_batch: bool = False) -> MethodFn:
         return run_scheduled(problem, opt, budget, hook, max_examples=budget.examples)
 
     return run
+
+
+# --------------------------------------------------------------------------- the slope rule
+
+SLOPE_RULE_ARGS: dict[str, type] = {
+    "raise_above": float,
+    "lower_below": float,
+    "up": float,
+    "down": float,
+    "interval": int,
+}
+"""Arguments of `qlr.rules.slope_rule` that ``slope_rule:key=value,...`` may set."""
+
+
+def _slope_rule_method(name: str, kwargs: dict) -> Method:
+    """`qlr.rules.slope_rule` deployed through `QLRScheduler`, like a learned policy."""
+    from qlr.rules import slope_rule
+
+    rule = slope_rule(**kwargs)
+    up, down = rule.action_factors[2], rule.action_factors[0]
+    extra = rule.metadata.extra
+    return Method(
+        name,
+        _policy(rule),
+        f"slope rule: x{up:.3g} when r > {extra['raise_above']:g}, x{down:.3g} when r < "
+        f"{extra['lower_below']:g}, else hold; k={rule.decision_interval}",
+    )
+
+
+def _parse_slope_rule(name: str) -> Method:
+    """``slope_rule:raise_above=0.3,up=2``: the slope rule with other thresholds or factors."""
+    spec = name.split(":", 1)[1]
+    kwargs: dict[str, float | int] = {}
+    for item in spec.split(","):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in SLOPE_RULE_ARGS or not value:
+            raise ValueError(
+                f"bad slope_rule argument {item!r} in {name!r}; use key=value with keys "
+                f"{sorted(SLOPE_RULE_ARGS)}"
+            )
+        try:
+            kwargs[key] = SLOPE_RULE_ARGS[key](value)
+        except ValueError:
+            raise ValueError(f"slope_rule argument {key}={value!r} is not a number") from None
+    return _slope_rule_method(name, kwargs)
 
 
 # --------------------------------------------------------------------------- the registry
@@ -647,6 +702,7 @@ def _registry() -> dict[str, Method]:
             applies=_hd_optimizers,
         ),
         Method("rule", _rule, "x2 on falling loss + agreeing gradients, x0.5 on rising; k=5"),
+        _slope_rule_method("slope_rule", {}),
         *(
             Method(name, _graduated(name), f"lr x{lr_f}, batch x{b_f} per 5th", applies=_minibatch)
             for name, (lr_f, b_f) in GRADUATED.items()
@@ -691,6 +747,12 @@ def _registry() -> dict[str, Method]:
             _policy("noise", hold_batch=True),
             "the noise-level policy with its batch held at the start (what batch actions add)",
         ),
+        Method(
+            "teacher",
+            teacher.run_teacher,
+            "reference: lookahead over x0.5..x2 held to the end, k=5; its copies' evaluations "
+            "(~5 x remaining steps per decision) are reported, not charged",
+        ),
     ]
     return {m.name: m for m in methods}
 
@@ -710,6 +772,9 @@ def get_method(name: str) -> Method:
     if name.startswith("policy:") and len(name) > len("policy:"):
         path = name.split(":", 1)[1]
         return Method(name, _policy(path), f"QLRScheduler with {path}")
+    if name.startswith("slope_rule:"):
+        return _parse_slope_rule(name)
     raise ValueError(
-        f"unknown method {name!r}; valid: {', '.join(METHODS)} or policy:PATH (a policy file)"
+        f"unknown method {name!r}; valid: {', '.join(METHODS)}, slope_rule:KEY=VALUE,... or "
+        "policy:PATH (a policy file)"
     )
