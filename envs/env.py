@@ -40,9 +40,10 @@ class LearningRateEnv(gym.Env):
     With `batch_factors` (the noise-level mode, for minibatch problems only), there are
     ``len(action_factors) * len(batch_factors)`` actions: action ``i * len(batch_factors) + j``
     multiplies the rate by ``action_factors[i]`` and the batch size by ``batch_factors[j]``
-    (rounded, between 1 and ``min(n, max_batch_growth * starting batch)``). A decision then
-    comes every ``steps_per_decision * b0 / b`` steps at batch `b` (starting batch `b0`), so every
-    decision spends the same number of examples, and the episode's budget is counted in
+    (rounded, between 1 and ``min(n, max_batch_growth * starting batch)``). Decisions are then
+    paced in examples: the n-th comes at the first step by which ``n * steps_per_decision * b0``
+    examples are spent (starting batch `b0`; at batch `b`, about ``steps_per_decision * b0 / b``
+    steps per decision, see `qlr.LRController`), and the episode's budget is counted in
     examples: ``horizon * steps_per_decision * b0`` (it ends when they are spent, however the
     batch has grown). A larger batch costs its examples: a policy cannot win by buying batches.
 
@@ -109,6 +110,9 @@ class LearningRateEnv(gym.Env):
     - `spike_factor`, `spike_cut`: the per-step spike guard of `qlr.LRController` (off when
       `spike_factor` is None). A trained policy file records them and the scheduler applies
       the same guard.
+    - `max_lr_growth`: when set, the rate is never raised above this multiple of the episode's
+      starting rate (a bound relative to the start, on top of `lr_bounds`); recorded in a
+      trained policy file like the guard.
     - `batch_factors`: batch-size factors of the noise-level mode (None: rate-only control).
     - `max_batch_growth`: the batch size never exceeds this multiple of its starting value.
 
@@ -141,6 +145,7 @@ class LearningRateEnv(gym.Env):
         features: Sequence[str] | None = None,
         spike_factor: float | None = None,
         spike_cut: float = 0.5,
+        max_lr_growth: float | None = None,
         batch_factors: Sequence[float] | None = None,
         max_batch_growth: float = 8.0,
     ) -> None:
@@ -161,6 +166,7 @@ class LearningRateEnv(gym.Env):
             features=features,
             spike_factor=spike_factor,
             spike_cut=spike_cut,
+            max_lr_growth=max_lr_growth,
             batch_factors=batch_factors,
             batch_size=1 if batch_factors is not None else None,  # the real one comes per run
         )

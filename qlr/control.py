@@ -121,13 +121,16 @@ class LRController:
     have been spent. At twice the batch a decision comes after half as many steps; when the
     batch does not divide that budget (k = 5 at twice the batch: 2.5 steps), blocks of 2 and 3
     steps alternate, a single decision spends within one batch of the budget and the error never
-    accumulates. A larger batch buys no extra progress per decision.
+    accumulates. A batch larger than a decision's share makes every step a decision. A larger
+    batch buys no extra progress per decision.
 
     Args:
         action_factors: 3, 5 or 7 (predefined sets), or the multiplicative factors themselves.
         decision_interval: optimizer steps between two decisions (k).
         min_lr: the learning rate is never set below this.
         max_lr: the learning rate is never set above this.
+        max_lr_growth: when set, the rate is also never raised above this multiple of the rate
+            the run started with (a bound relative to the user's choice rather than absolute).
         nonfinite_cut: factor applied at once when a step's loss or gradient is NaN or infinite.
         history: past decisions kept by the feature tracker for its loss rank feature.
         features: names of the features the policy reads, in order (default: see
@@ -147,6 +150,7 @@ class LRController:
         decision_interval: int = 5,
         min_lr: float = 1e-8,
         max_lr: float = 10.0,
+        max_lr_growth: float | None = None,
         nonfinite_cut: float = 0.1,
         history: int = 5,
         features: Sequence[str] | None = None,
@@ -167,6 +171,8 @@ class LRController:
             raise ValueError(
                 f"need 0 < min_lr < max_lr < inf, got min_lr={min_lr}, max_lr={max_lr}"
             )
+        if max_lr_growth is not None and not (math.isfinite(max_lr_growth) and max_lr_growth > 1):
+            raise ValueError(f"max_lr_growth must be a number > 1 or None, got {max_lr_growth}")
         if not 0 < nonfinite_cut < 1:
             raise ValueError(f"nonfinite_cut must lie in (0, 1), got {nonfinite_cut}")
         if spike_factor is not None and not (math.isfinite(spike_factor) and spike_factor > 1):
@@ -176,6 +182,7 @@ class LRController:
         self.decision_interval = int(decision_interval)
         self.min_lr = float(min_lr)
         self.max_lr = float(max_lr)
+        self.max_lr_growth = None if max_lr_growth is None else float(max_lr_growth)
         self.nonfinite_cut = float(nonfinite_cut)
         self.spike_factor = None if spike_factor is None else float(spike_factor)
         self.spike_cut = float(spike_cut)
@@ -321,6 +328,10 @@ class LRController:
         if not (math.isfinite(lr) and lr > 0):
             return False
         ratio = self.clamp(lr * factor) / lr
+        if self.max_lr_growth is not None and ratio > 1:
+            # lr_drift's record of every factor applied says how far the rate is from its start.
+            headroom = math.log10(self.max_lr_growth) - self.tracker.lr_change_decades
+            ratio = max(1.0, min(ratio, 10.0**headroom))
         scale_lr(optimizer, ratio)
         self.tracker.record_lr_change(ratio)
         return True

@@ -370,6 +370,11 @@ class FeatureTracker:
             self._log2_batch_change += math.log2(factor)
 
     @property
+    def lr_change_decades(self) -> float:
+        """log10(rate / starting rate), from every factor recorded since the run started."""
+        return self._log10_lr_change
+
+    @property
     def last_loss(self) -> float:
         """The latest finite loss recorded (nan before the first)."""
         return self._last_loss

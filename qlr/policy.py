@@ -67,6 +67,8 @@ class PolicyMetadata:
     spike_cut: float = 0.5
     batch_factors: tuple[float, ...] | None = None  # set for a controller that grows the batch
     max_batch_growth: float | None = None  # the batch bound it was trained with (x start)
+    max_lr: float | None = None  # the rate's upper bound in training (None: the scheduler's 10)
+    max_lr_growth: float | None = None  # bound relative to the starting rate (None: none)
     extra: dict[str, Any] = field(default_factory=dict)  # training config hash, scores, ...
 
     def to_json(self) -> str:
@@ -85,6 +87,9 @@ class PolicyMetadata:
             "spike_cut": self.spike_cut,
             "extra": self.extra,
         }
+        for key in ("max_lr", "max_lr_growth"):  # absent from older files: written when set
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
         if self.batch_factors is not None:  # absent from rate-only files, as in older ones
             data["batch_factors"] = list(self.batch_factors)
             data["max_batch_growth"] = self.max_batch_growth
@@ -267,6 +272,10 @@ def _parse_metadata(path: Path, header: dict) -> PolicyMetadata:
         batch = None if batch is None else tuple(float(f) for f in batch)
         growth = meta.get("max_batch_growth")
         growth = None if growth is None else float(growth)
+        max_lr = meta.get("max_lr")
+        max_lr = None if max_lr is None else float(max_lr)
+        lr_growth = meta.get("max_lr_growth")
+        lr_growth = None if lr_growth is None else float(lr_growth)
     except (KeyError, TypeError, ValueError) as err:
         raise PolicyFileError(path, f"metadata field missing or malformed ({err})") from None
     # Features keep their meaning across versions; an older file reads a subset of them.
@@ -289,6 +298,10 @@ def _parse_metadata(path: Path, header: dict) -> PolicyMetadata:
         raise PolicyFileError(path, f"batch factors {list(batch)} are not positive, with 1")
     if growth is not None and not (math.isfinite(growth) and growth >= 1):
         raise PolicyFileError(path, f"max_batch_growth {growth} is not a number >= 1")
+    if max_lr is not None and not (math.isfinite(max_lr) and max_lr > 0):
+        raise PolicyFileError(path, f"max_lr {max_lr} is not a positive number")
+    if lr_growth is not None and not (math.isfinite(lr_growth) and lr_growth > 1):
+        raise PolicyFileError(path, f"max_lr_growth {lr_growth} is not a number > 1")
     if activation not in ACTIVATIONS:
         raise PolicyFileError(path, f"activation {activation!r} not one of {sorted(ACTIVATIONS)}")
     for name, stats in (("obs_mean", mean), ("obs_std", std)):
@@ -309,6 +322,8 @@ def _parse_metadata(path: Path, header: dict) -> PolicyMetadata:
         spike_cut=spike_cut,
         batch_factors=batch,
         max_batch_growth=growth,
+        max_lr=max_lr,
+        max_lr_growth=lr_growth,
         extra=extra,
     )
 

@@ -41,15 +41,18 @@ class QLRScheduler:
     * No total number of steps is needed.
     * A policy trained with batch actions (``policy.batch_factors``) also sets the batch size:
       pass the loop's starting ``batch_size``, and read ``scheduler.batch_size`` for the next
-      batch, for instance through `qlr.DynamicBatchSampler`. Decisions then come every
-      ``k * batch_size / start`` steps (the same number of examples per decision). A rate-only
-      policy never changes the batch size.
+      batch, for instance through `qlr.DynamicBatchSampler`. Decisions are then paced in
+      examples: the n-th comes at the first step by which ``n * k * start`` examples have been
+      spent (see `qlr.LRController`). A rate-only policy never changes the batch size.
 
     Args:
         optimizer: any ``torch.optim`` optimizer.
         policy: ``"default"`` (shipped with qlr), a path to a policy file, or a loaded `Policy`.
         min_lr: lower bound for the first param group's learning rate.
-        max_lr: upper bound for the first param group's learning rate.
+        max_lr: upper bound for the first param group's learning rate (default: the bound the
+            policy was trained with, recorded in its file, else 10).
+        max_lr_growth: the rate is never raised above this multiple of the rate it started
+            from (default: the policy's own relative bound, if it was trained with one).
         nonfinite_cut: factor applied to the rate after a non-finite loss or gradient.
         scaler: the ``torch.amp.GradScaler`` of a mixed-precision loop, if any.
         writer: a TensorBoard ``SummaryWriter``; logs the rate, action and q-values per decision.
@@ -75,7 +78,8 @@ class QLRScheduler:
         optimizer: torch.optim.Optimizer,
         policy: str | os.PathLike | Policy = "default",
         min_lr: float = 1e-8,
-        max_lr: float = 10.0,
+        max_lr: float | None = None,
+        max_lr_growth: float | None = None,
         nonfinite_cut: float = 0.1,
         scaler: Any | None = None,
         writer: Any | None = None,
@@ -105,7 +109,8 @@ class QLRScheduler:
             action_factors=self.policy.action_factors,
             decision_interval=self.policy.decision_interval,
             min_lr=min_lr,
-            max_lr=max_lr,
+            max_lr=max_lr if max_lr is not None else (self.policy.metadata.max_lr or 10.0),
+            max_lr_growth=max_lr_growth or self.policy.metadata.max_lr_growth,
             nonfinite_cut=nonfinite_cut,
             features=self.policy.metadata.feature_names,
             spike_factor=self.policy.metadata.spike_factor,

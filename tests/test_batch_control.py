@@ -431,3 +431,38 @@ def test_holding_the_batch_keeps_the_policy_on_the_rate_alone(make_policy):
     result = run_inner(problem, opt, 40, scheduler_hook(problem, scheduler))
     assert scheduler.decisions == 20 and problem.batch_size == 8 == scheduler.batch_size
     assert result.examples_seen == 40 * 8
+
+
+@pytest.mark.parametrize("batch", [32, 64, 128])
+def test_decisions_are_paced_in_examples_when_the_batch_does_not_divide_them(batch):
+    """k = 5 from a batch of 32: every decision's share is 160 examples, whatever the batch.
+
+    At 64 the blocks alternate 3 and 2 steps (192, 128 examples), at 128 two and one step, and
+    the n-th decision comes at the first step by which n x 160 examples are spent: a block is
+    never short of its share by a batch or more, and the drift never accumulates.
+    """
+    controller = LRController(
+        batch_factors=BATCH, decision_interval=5, batch_size=32, max_batch_size=256
+    )
+    controller.scale_batch(batch / 32)
+    assert controller.batch_size == batch
+    spent, decisions = 0, 0
+    while decisions < 40:
+        controller.record_step(1.0, [torch.ones(2)])
+        spent += batch
+        if controller.decision_due:
+            decisions += 1
+            controller.observe()
+            assert decisions * 160 <= spent < decisions * 160 + batch
+    assert controller.examples == spent
+
+
+def test_a_batch_larger_than_a_decisions_share_decides_every_step():
+    controller = LRController(
+        batch_factors=BATCH, decision_interval=5, batch_size=32, max_batch_size=256
+    )
+    controller.scale_batch(8.0)  # 256 examples a step, more than the 160 of a decision
+    for _ in range(6):
+        controller.record_step(1.0, [torch.ones(2)])
+        assert controller.decision_due
+        controller.observe()

@@ -136,3 +136,29 @@ def test_guard_and_features_survive_a_policy_file(tmp_path, make_policy):
     assert policy.metadata.spike_factor == 3.0 and policy.metadata.spike_cut == 0.5
     scheduler = QLRScheduler(torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1), path)
     assert scheduler.controller.spike_factor == 3.0 and scheduler.controller.features == names
+
+
+def test_a_bound_relative_to_the_start_stops_raising_at_that_multiple():
+    controller = LRController(action_factors=(0.5, 1.0, 2.0), max_lr=1e4, max_lr_growth=100.0)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=1e-3)
+    for _ in range(10):  # 2**10 = 1024x asked for
+        controller.scale(optimizer, 2.0)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)  # 100x the start
+    controller.scale(optimizer, 0.5)  # lowering is never held back
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="max_lr_growth must be a number > 1"):
+        LRController(max_lr_growth=0.5)
+
+
+def test_the_rate_bounds_a_policy_was_trained_with_travel_in_its_file(tmp_path, make_policy):
+    policy = make_policy()
+    policy.metadata.max_lr, policy.metadata.max_lr_growth = 1e4, 1000.0
+    path = save_policy(policy, tmp_path / "bounds.qlr")
+    loaded = load_policy(path)
+    assert (loaded.metadata.max_lr, loaded.metadata.max_lr_growth) == (1e4, 1000.0)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1)
+    scheduler = QLRScheduler(optimizer, policy=path)
+    assert scheduler.controller.max_lr == 1e4 and scheduler.controller.max_lr_growth == 1000.0
+    explicit = QLRScheduler(optimizer, policy=path, max_lr=5.0)
+    assert explicit.controller.max_lr == 5.0
+    assert QLRScheduler(optimizer, policy=make_policy()).controller.max_lr == 10.0  # older files

@@ -177,6 +177,7 @@ def summarize(policy_rows: list[dict], oracle_rows: list[dict]) -> dict[str, Any
             if row["diverged"] and row.get("steps_taken", math.inf) <= UNAVOIDABLE_STEPS:
                 doomed.add(key)
     per_family: dict[str, list[tuple[float, float, bool, bool]]] = defaultdict(list)
+    per_optimizer: dict[str, list[tuple[float, float, bool, bool]]] = defaultdict(list)
     for row in policy_rows:
         if row["method"] != "policy":
             continue
@@ -185,10 +186,13 @@ def summarize(policy_rows: list[dict], oracle_rows: list[dict]) -> dict[str, Any
         vs_oracle = score(final, oracle[key], initial)
         vs_start = score(final, start.get((*key, row["lr"]), math.inf), initial)
         avoidable = row["diverged"] and (*key, row["lr"]) not in doomed
-        per_family[row["family"]].append((vs_oracle, vs_start, row["diverged"], avoidable))
+        scored = (vs_oracle, vs_start, row["diverged"], avoidable)
+        per_family[row["family"]].append(scored)
+        per_optimizer[row["optimizer"]].append(scored)
     everything = [r for rows in per_family.values() for r in rows]
     summary = {"overall": _score(everything)}
     summary["families"] = {f: _score(rows) for f, rows in sorted(per_family.items())}
+    summary["optimizers"] = {o: _score(rows) for o, rows in sorted(per_optimizer.items())}
     return summary
 
 
@@ -200,9 +204,12 @@ def _score(rows: list[tuple[float, float, bool, bool]]) -> dict[str, float]:
     return {
         "runs": len(rows),
         "median_log10_vs_oracle": float(np.median(vs_oracle)),
+        "mean_log10_vs_oracle": float(np.mean(vs_oracle)),
         "within_2x_of_oracle": float(np.mean(vs_oracle <= math.log10(2))),
         "median_log10_vs_start": float(np.median(vs_start)),
         "beats_start_rate": float(np.mean(vs_start < 0)),
+        # Do no harm: ends above twice the loss of the constant rate it started from.
+        "harmed": float(np.mean(vs_start > math.log10(2))),
         "divergences": int(sum(r[2] for r in rows)),
         "avoidable_divergences": int(sum(r[3] for r in rows)),
     }

@@ -47,6 +47,19 @@ _MANAGED_DQN = {
 POLICY_KWARGS = ("net_arch", "activation_fn", "optimizer_kwargs")
 ACTIVATIONS = ("relu", "tanh")
 
+# Demonstrations for DQfD (`qlr.agents.learn.dqfd`); with no source the run is a plain DQN.
+DEMONSTRATORS = (None, "rule", "teacher")
+DEMONSTRATION_DEFAULTS: dict[str, Any] = {
+    "source": None,  # "rule" (qlr.rules.slope_rule) or "teacher" (the lookahead teacher)
+    "episodes": 200,  # demonstration episodes, collected before training
+    "options": {},  # the demonstrator's keyword arguments (rule thresholds, teacher horizon)
+    "margin": 0.8,  # large-margin loss: the demonstrated action's value stays this far ahead
+    "margin_weight": 1.0,  # weight of the margin loss against the TD loss
+    "demo_batch_size": 32,  # demonstrations joined to every batch of own transitions
+    "pretrain_steps": 5_000,  # gradient steps on the demonstrations alone, before interaction
+    "jobs": 2,  # worker processes that collect them
+}
+
 # The periodic evaluation runs every `eval_freq` transitions, so it is small by default (a few
 # seconds: one instance per family, two starting rates, 100 steps) and uses its own instance
 # seeds: the model picked on it is then reported on the final evaluation's instances (seeded
@@ -102,6 +115,11 @@ class TrainConfig:
     periodic policy evaluations run in this process, where a pool would cost more than it saves."""
     log_freq: int = 1_000
     """Transitions between the TensorBoard points of the rollout statistics and q-values."""
+    demonstrations: dict[str, Any] = field(default_factory=lambda: dict(DEMONSTRATION_DEFAULTS))
+    """DQfD's demonstrations: their ``source`` (``rule``, ``teacher`` or null for a plain DQN),
+    ``episodes``, the demonstrator's ``options``, ``margin``, ``margin_weight``,
+    ``demo_batch_size``, ``pretrain_steps`` and the collecting ``jobs``
+    (`DEMONSTRATION_DEFAULTS`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, no tuples) that YAML and JSON can write."""
@@ -230,6 +248,9 @@ def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
         final_eval=None
         if final_eval is None
         else resolve_eval_fields("final_eval", _section("final_eval", final_eval)),
+        demonstrations=resolve_demonstrations(
+            _section("demonstrations", data.get("demonstrations"))
+        ),
     )
 
 
@@ -277,6 +298,27 @@ def resolve_dqn_kwargs(dqn: Mapping[str, Any]) -> dict[str, Any]:
             )
         resolved["policy_kwargs"] = policy_kwargs
     return resolved
+
+
+def resolve_demonstrations(section: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the demonstrations section and fill in `DEMONSTRATION_DEFAULTS`."""
+    check_keys("demonstrations", section, DEMONSTRATION_DEFAULTS)
+    resolved = {k: section.get(k, d) for k, d in DEMONSTRATION_DEFAULTS.items()}
+    if resolved["source"] not in DEMONSTRATORS:
+        raise ValueError(
+            f"demonstrations.source must be one of {list(DEMONSTRATORS)}, got "
+            f"{resolved['source']!r}"
+        )
+    for name, minimum in (("episodes", 1), ("demo_batch_size", 1), ("pretrain_steps", 0)):
+        resolved[name] = _integer(f"demonstrations.{name}", resolved[name], minimum)
+    resolved["jobs"] = _integer("demonstrations.jobs", resolved["jobs"], 1)
+    for name in ("margin", "margin_weight"):
+        value = resolved[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"demonstrations.{name} must be a number >= 0, got {value!r}")
+        resolved[name] = float(value)
+    resolved["options"] = dict(_section("demonstrations.options", resolved["options"]))
+    return _plain(resolved)
 
 
 def resolve_eval_fields(

@@ -123,6 +123,8 @@ def policy_from_model(
         spike_cut=float(env.get("spike_cut", 0.5)),
         batch_factors=batch_factors,
         max_batch_growth=None if batch_factors is None else float(env["max_batch_growth"]),
+        max_lr=float(env["lr_bounds"][1]) if env.get("lr_bounds") else None,
+        max_lr_growth=env.get("max_lr_growth"),
         extra={
             "config_hash": config_hash(dict(train_config)),
             "train_config": dict(train_config),

@@ -167,7 +167,9 @@ def _train(
     venv = make_vec_env(config)
     try:
         model = (
-            _resume_model(config, run_dir, venv) if resume else _new_model(config, run_dir, venv)
+            _resume_model(config, run_dir, venv)
+            if resume
+            else _new_model(config, run_dir, venv, echo)
         )
         start_steps = int(model.num_timesteps)
         if resume:
@@ -240,19 +242,76 @@ def _best_entry(history: list[dict]) -> dict | None:
     return best[-1] if best else None
 
 
-def _new_model(config: TrainConfig, run_dir: Path, venv: VecEnv) -> DQN:
+DEMONSTRATIONS_FILE = "demonstrations.npz"
+DEMONSTRATION_SEED = 500_000  # demonstration episodes are seeded from seed + this, not seed + i
+
+
+def _demonstration_buffer(
+    config: TrainConfig, run_dir: Path, venv: VecEnv, echo: Callable[[str], None]
+) -> Any:
+    """DQfD's demonstrations: collected once (saved in the run directory), then as a buffer."""
+    from qlr.agents.learn.demonstrations import Demonstrations, collect, demonstration_buffer
+
+    demo = config.demonstrations
+    path = run_dir / DEMONSTRATIONS_FILE
+    if path.is_file():
+        demos = Demonstrations.load(path)
+    else:
+        began = time.perf_counter()
+        demos = collect(
+            config.env,
+            demo["source"],
+            demo["episodes"],
+            config.seed + DEMONSTRATION_SEED,
+            demo["options"],
+            demo["jobs"],
+        )
+        demos.save(path)
+        echo(
+            f"collected {len(demos):,} {demo['source']} transitions ({demos.episodes} episodes) "
+            f"in {time.perf_counter() - began:.0f} s"
+        )
+    n_steps = int(config.dqn.get("n_steps") or 1)
+    gamma = float(config.dqn.get("gamma", 0.99))
+    return demonstration_buffer(demos, venv.observation_space, venv.action_space, n_steps, gamma)
+
+
+def _new_model(
+    config: TrainConfig, run_dir: Path, venv: VecEnv, echo: Callable[[str], None] = print
+) -> DQN:
     from stable_baselines3 import DQN
 
     from qlr.agents.learn.config import dqn_model_kwargs
 
+    common = {
+        "seed": config.seed,
+        "tensorboard_log": str((run_dir / "tensorboard").resolve()),
+        **dqn_model_kwargs(config),
+    }
     # DQN seeds python, numpy, torch, the action space and the envs (env i: seed + i) itself.
-    return DQN(
+    if config.demonstrations["source"] is None:
+        return DQN("MlpPolicy", venv, **common)
+    from qlr.agents.learn.dqfd import DQfD
+
+    demo = config.demonstrations
+    model = DQfD(
         "MlpPolicy",
         venv,
-        seed=config.seed,
-        tensorboard_log=str((run_dir / "tensorboard").resolve()),
-        **dqn_model_kwargs(config),
+        demonstrations=_demonstration_buffer(config, run_dir, venv, echo),
+        margin=demo["margin"],
+        margin_weight=demo["margin_weight"],
+        demo_batch_size=demo["demo_batch_size"],
+        **common,
     )
+    began = time.perf_counter()
+    stats = model.pretrain(demo["pretrain_steps"])
+    if stats:
+        echo(
+            f"pretrained on the demonstrations for {demo['pretrain_steps']:,} gradient steps in "
+            f"{time.perf_counter() - began:.0f} s: agrees with the demonstrator on "
+            f"{stats['agreement']:.0%} of them (margin loss {stats['margin_loss']:.3f})"
+        )
+    return model
 
 
 def _remove_interrupted_writes(run_dir: Path) -> None:
@@ -271,12 +330,23 @@ def _resume_model(config: TrainConfig, run_dir: Path, venv: VecEnv) -> DQN:
     checkpoint = latest_checkpoint(run_dir / "checkpoints")
     if checkpoint is None:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no complete checkpoint")
-    model = DQN.load(
-        checkpoint.model,
-        env=venv,
-        device=config.dqn.get("device", "auto"),
-        tensorboard_log=str((run_dir / "tensorboard").resolve()),
-    )
+    kind = DQN
+    if config.demonstrations["source"] is not None:
+        from qlr.agents.learn.dqfd import DQfD
+
+        kind = DQfD
+    with warnings.catch_warnings():
+        # A saved n-step model records its NStepReplayBuffer class (with n_steps and gamma), and
+        # SB3 warns that n_steps "is ignored" beside it: the buffer it rebuilds is the n-step one.
+        warnings.filterwarnings("ignore", message=".*n_steps=.* is ignored", category=UserWarning)
+        model = kind.load(
+            checkpoint.model,
+            env=venv,
+            device=config.dqn.get("device", "auto"),
+            tensorboard_log=str((run_dir / "tensorboard").resolve()),
+        )
+    if config.demonstrations["source"] is not None:
+        model.demonstrations = _demonstration_buffer(config, run_dir, venv, print)
     model.load_replay_buffer(checkpoint.replay_buffer)
     # A new seed for the continuation: deterministic, and unlike the first segment's episodes.
     model.set_random_seed(config.seed + checkpoint.num_timesteps)
