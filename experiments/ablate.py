@@ -1,16 +1,25 @@
-"""Ablations of the default controller's recipe, several training seeds each, scored on `val`.
+"""Ablations of the controller's recipe: several training seeds each, scored on `val` and on
+held-out families, never on the `test` split.
 
-Every variant is `experiments/configs/default.yaml` with a few keys overridden, trained for a
-shortened budget (the same for all variants) with several seeds, and scored on the `val`
-distribution (train families at sizes between train and test, never the test split). The table
-gives, per variant, each seed's median log10(final loss / oracle constant) and the pooled
-figures; `experiments/results/ablation/ablation.md` adds what was kept and why.
+Every variant is `experiments/configs/default.yaml` with a few keys overridden (each variant
+states every key it depends on, so its meaning survives changes to default.yaml), trained for a
+shortened budget (the same for all) with several seeds. Each trained policy, and the slope rule
+itself (no training: the arm to beat), is scored twice:
 
-    python experiments/ablate.py                       # every variant, seeds 0 1
-    python experiments/ablate.py --variants base guard --seeds 0 1 2 --timesteps 150000
+* `val`: the training families at sizes between train and test, the five training optimizers,
+  starting rates 1e-5, 1e-3 and 1e-1, 300 gradient evaluations, instances of their own;
+* held-out families: `ackley` and `digits_mlp` (never in training) at `test` sizes, on instances
+  of their own (seeds 4,000,003 on, not the test split's 1,000,003). Choosing on them makes them
+  selection data: the final held-out report uses the families that no choice looked at
+  (`cancer_mlp`, `wine_softmax`, `lstm_lm`), the held-out optimizers and the `test` split.
+
+    python experiments/ablate.py                                  # every variant, seeds 0 1 2
+    python experiments/ablate.py --variants dqn rule_dqfd --seeds 0 1 2 --timesteps 120000
 
 Runs go to runs/ablation/<variant>__<seed>; a finished run (its final_policy.qlr exists) is not
-trained again, and its scores are cached next to it, so the command resumes where it stopped.
+trained again and its scores are cached beside it, so the command resumes where it stopped. The
+table and the raw scores go to experiments/results/ablation/ (round4_table.md, round4.json);
+the first three rounds' table and notes stay there as they were written.
 """
 
 from __future__ import annotations
@@ -23,107 +32,106 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from qlr._atomic import atomic_write_bytes
 from qlr.agents.bench.evaluate import EvalConfig, oracle_specs, policy_specs, run_specs, summarize
-from qlr.features import FEATURES_V1, FEATURES_V2
+from qlr.policy import save_policy
+from qlr.rules import slope_rule
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "configs" / "default.yaml"
+TRAIN_OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adagrad")
 VAL = EvalConfig(
     distribution="val",
     instances=2,
-    optimizers=("sgd", "momentum", "adam"),
+    optimizers=TRAIN_OPTIMIZERS,
     initial_lrs=(1e-5, 1e-3, 1e-1),
     steps=300,
     seed=3_000_003,  # val instances of their own: neither the periodic evaluation's nor test's
 )
+HELD_OUT = replace(VAL, distribution="test", families=("ackley", "digits_mlp"), seed=4_000_003)
+SCORINGS = {"val": VAL, "heldout": HELD_OUT}
+RULE = "slope_rule"  # the arm every trained variant must beat; scored, never trained
 
-
-def _features(names) -> str:
-    return "env.features=[" + ",".join(names) + "]"
-
-
-NO_GRAD = [n for n in FEATURES_V2 if not n.startswith("grad_")]
-# name -> (overrides of default.yaml, what it tests). Each variant states every key it depends
-# on, so the table keeps its meaning when default.yaml changes.
+V4 = (
+    "env.features=[loss_change_step,loss_change_block,loss_above_best,loss_rank,"
+    "loss_rise_fraction,loss_noise,nonfinite,lr_drift,update_slope,update_slope_spread,"
+    "armijo_ratio,update_size]"
+)
+COMMON = [V4, "env.spike_factor=null", "env.max_lr_growth=null", "env.lr_bounds=[1e-8,10.0]"]
+PLAIN = ["demonstrations.source=null", "dqn.exploration_initial_eps=1.0", "dqn.n_steps=1"]
+RULE_DEMOS = ["demonstrations.source=rule", "dqn.exploration_initial_eps=0.2"]
+TEACHER_DEMOS = [
+    "demonstrations.source=teacher",
+    "demonstrations.episodes=100",
+    "demonstrations.options={horizon: 30}",
+    "dqn.exploration_initial_eps=0.2",
+]
+# name -> (overrides of default.yaml, what it tests)
 VARIANTS: dict[str, tuple[list[str], str]] = {
-    "base": (
-        [_features(FEATURES_V1), "env.spike_factor=null"],
-        "the first shipped recipe: ten features, no guard",
+    "dqn": (
+        [*COMMON, *PLAIN, "dqn.gamma=0.9", "env.action_factors=5"],
+        "the new features alone: DQN from scratch (discount 0.9, 1-step)",
     ),
-    "lr_drift": (
-        [_features(FEATURES_V2), "env.spike_factor=null"],
-        "+ the lr_drift feature",
+    "rule_dqfd": (
+        [*COMMON, *RULE_DEMOS, "dqn.gamma=0.9", "dqn.n_steps=5", "env.action_factors=5"],
+        "DQfD with the slope rule as demonstrator (200 episodes, margin 0.8, 5-step returns)",
     ),
-    "guard": (
-        [_features(FEATURES_V1), "env.spike_factor=2.0"],
-        "+ the spike guard (x0.5 when a loss exceeds 2x the last block's mean)",
+    "teacher_dqfd": (
+        [*COMMON, *TEACHER_DEMOS, "dqn.gamma=0.9", "dqn.n_steps=5", "env.action_factors=5"],
+        "DQfD with the lookahead teacher as demonstrator (100 episodes, 30 steps ahead)",
     ),
-    "guard_drift": (
-        [_features(FEATURES_V2), "env.spike_factor=2.0"],
-        "+ guard + lr_drift",
+    "rule_dqfd_g99": (
+        [*COMMON, *RULE_DEMOS, "dqn.gamma=0.99", "dqn.n_steps=10", "env.action_factors=5"],
+        "rule_dqfd with a longer credit horizon: discount 0.99, 10-step returns",
     ),
-    "guard_drift_h120": (
-        [_features(FEATURES_V2), "env.spike_factor=2.0", "env.horizon=120"],
-        "+ guard + lr_drift, episodes of 120 decisions instead of 60",
+    "rule_dqfd_a7": (
+        [*COMMON, *RULE_DEMOS, "dqn.gamma=0.9", "dqn.n_steps=5", "env.action_factors=7"],
+        "rule_dqfd with finer factors (x0.5 x0.71 x0.9 x1 x1.1 x1.41 x2)",
     ),
-    "guard_drift_g09": (
-        [_features(FEATURES_V2), "env.spike_factor=2.0", "dqn.gamma=0.9"],
-        "+ guard + lr_drift, discount 0.9 instead of 0.99",
-    ),
-    "guard_drift_a5": (
-        [_features(FEATURES_V2), "env.spike_factor=2.0", "env.action_factors=5"],
-        "+ guard + lr_drift, five factors instead of three",
-    ),
-    "guard_drift_nograd": (
-        [_features(NO_GRAD), "env.spike_factor=2.0"],
-        "+ guard + lr_drift, without the three gradient features",
-    ),
-    # Second round: the two changes that helped most in the first, together, and the guard and
-    # lr_drift ablated again on top of them. Rounds one and two ran the first guard, which cut
-    # on every step above 2x the reference, rising or not (see results/ablation/README.md).
-    "g09_a5": (
-        [_features(FEATURES_V2), "env.spike_factor=2.0", "dqn.gamma=0.9", "env.action_factors=5"],
-        "guard + lr_drift + discount 0.9 + five factors",
-    ),
-    "g09_a5_cut01": (
+    "rule_dqfd_guard": (
         [
-            _features(FEATURES_V2),
-            "env.spike_factor=2.0",
-            "env.spike_cut=0.1",
+            *RULE_DEMOS,
+            V4,
+            "env.spike_factor=3.0",
+            "env.spike_cut=0.5",
+            "env.max_lr_growth=null",
+            "env.lr_bounds=[1e-8,10.0]",
             "dqn.gamma=0.9",
+            "dqn.n_steps=5",
             "env.action_factors=5",
         ],
-        "g09_a5 with a guard that cuts x0.1 instead of x0.5",
+        "rule_dqfd with a mild spike guard (x0.5 when a rising loss passes 3x the block mean)",
     ),
-    "g09_a5_nodrift": (
-        [_features(FEATURES_V1), "env.spike_factor=2.0", "dqn.gamma=0.9", "env.action_factors=5"],
-        "g09_a5 without lr_drift",
-    ),
-    "g09_a5_noguard": (
+    "rule_dqfd_cap1e4": (
         [
-            _features(FEATURES_V2),
+            *RULE_DEMOS,
+            V4,
             "env.spike_factor=null",
+            "env.max_lr_growth=null",
+            "env.lr_bounds=[1e-8,1e4]",
             "dqn.gamma=0.9",
+            "dqn.n_steps=5",
             "env.action_factors=5",
         ],
-        "g09_a5 without the spike guard",
+        "rule_dqfd with the rate's cap at 1e4 instead of 10",
     ),
-    # Third round: the guard cuts only while the loss is still rising.
-    "g09_a5_cut01_rising": (
+    "rule_dqfd_relcap": (
         [
-            _features(FEATURES_V2),
-            "env.spike_factor=2.0",
-            "env.spike_cut=0.1",
+            *RULE_DEMOS,
+            V4,
+            "env.spike_factor=null",
+            "env.max_lr_growth=1000.0",
+            "env.lr_bounds=[1e-8,1e4]",
             "dqn.gamma=0.9",
+            "dqn.n_steps=5",
             "env.action_factors=5",
         ],
-        "g09_a5_cut01 with the guard of round three (cuts only while the loss rises)",
+        "rule_dqfd with the cap relative to the start: at most 1000x the starting rate",
     ),
 }
 
@@ -141,6 +149,7 @@ def train_run(variant: str, seed: int, timesteps: int, out: Path) -> Path:
         "eval_freq=0",
         "checkpoint_freq=0",
         "final_eval=null",
+        "demonstrations.jobs=1",  # two trainings run side by side on the two cores
     ]
     command = [sys.executable, "-m", "qlr.agents.cli", "train", "--config", str(CONFIG)]
     command += ["--seed", str(seed), "--out", str(run_dir), "--no-progress-bar"]
@@ -151,49 +160,78 @@ def train_run(variant: str, seed: int, timesteps: int, out: Path) -> Path:
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{variant} seed {seed} failed:\n{done.stderr[-3000:]}")
+    run_dir.joinpath("train.log").write_text(done.stdout)
     print(f"trained {variant} seed {seed} in {time.perf_counter() - began:.0f} s", flush=True)
     return policy
 
 
-def score(policy: Path, oracle_rows: list[dict], jobs: int) -> dict:
-    cache = policy.with_name("val_scores.json")
+def rule_policy(out: Path) -> Path:
+    """The slope rule as a policy file, so it is scored exactly like the trained ones."""
+    path = out / RULE / "final_policy.qlr"
+    if not path.is_file():
+        save_policy(slope_rule(), path)
+    return path
+
+
+def oracle_rows(name: str, config: EvalConfig, out: Path, jobs: int) -> list[dict]:
+    cache = out / f"{name}_oracle_rows.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    rows = run_specs(policy_specs(VAL, str(policy)), jobs)
-    summary = summarize(rows, oracle_rows)
+    rows = run_specs(oracle_specs(config), jobs)
+    atomic_write_bytes(cache, json.dumps(rows).encode())
+    return rows
+
+
+def score(policy: Path, name: str, config: EvalConfig, oracle: list[dict], jobs: int) -> dict:
+    cache = policy.with_name(f"{name}_scores.json")
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    rows = run_specs(policy_specs(config, str(policy)), jobs)
+    summary = summarize(rows, oracle)
     atomic_write_bytes(cache, json.dumps(summary, indent=1).encode())
     return summary
 
 
-def table(results: dict[str, list[dict]], timesteps: int, seeds: list[int]) -> str:
+def _pooled(summaries: list[dict], key: str) -> float:
+    runs = sum(s["overall"]["runs"] for s in summaries)
+    return sum(s["overall"][key] * s["overall"]["runs"] for s in summaries) / runs
+
+
+def table(results: dict[str, dict[str, list[dict]]], timesteps: int, seeds: list[int]) -> str:
     lines = [
-        f"Each variant: `default.yaml` with the overrides shown, {timesteps:,} transitions, "
-        f"training seeds {', '.join(map(str, seeds))} (as many as the column lists); "
-        f"scored on `val` ({VAL.instances} instances "
-        f"per family, {len(VAL.optimizers)} optimizers, initial rates "
-        f"{', '.join(f'{x:g}' for x in VAL.initial_lrs)}, {VAL.steps} gradient evaluations, "
-        "oracle = best of 15 constant rates). Scores are log10(final / oracle): lower is better. "
-        "Avoidable divergences exclude runs whose starting rate blows up within two steps, "
-        "before any scheduler can act (see qlr.agents.bench.evaluate).",
+        f"Each variant: `default.yaml` with the overrides in `experiments/ablate.py`, "
+        f"{timesteps:,} transitions, training seeds {', '.join(map(str, seeds))}. "
+        f"`val`: {VAL.instances} instances per family, optimizers {', '.join(VAL.optimizers)}, "
+        f"initial rates {', '.join(f'{x:g}' for x in VAL.initial_lrs)}, {VAL.steps} gradient "
+        "evaluations. Held-out: families ackley and digits_mlp at test sizes on instances of "
+        "their own. Scores are log10(final / oracle constant): lower is better. Harm: the run "
+        "ends above 2x the loss of the constant rate it started from.",
         "",
-        "| variant | what changes | median per seed | median, all seeds | within 2x "
-        "| beats start rate | divergences (avoidable) |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | what changes | val median per seed | val median | val mean | val within 2x "
+        "| val harm | held-out median per seed | held-out median | held-out mean "
+        "| divergences (avoidable) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for variant, summaries in results.items():
-        per_seed = [s["overall"]["median_log10_vs_oracle"] for s in summaries]
-        runs = sum(s["overall"]["runs"] for s in summaries)
+    for variant, by_scoring in results.items():
+        val, held = by_scoring["val"], by_scoring["heldout"]
+        what = "the rule itself, through QLRScheduler (no training)"
+        if variant in VARIANTS:
+            what = VARIANTS[variant][1]
 
-        def pooled(key: str, summaries=summaries, runs=runs) -> float:
-            return sum(s["overall"][key] * s["overall"]["runs"] for s in summaries) / runs
+        def per_seed(summaries: list[dict], key: str = "median_log10_vs_oracle") -> str:
+            return " / ".join(f"{s['overall'][key]:+.2f}" for s in summaries)
 
+        def median(summaries: list[dict]) -> float:
+            return float(np.median([s["overall"]["median_log10_vs_oracle"] for s in summaries]))
+
+        divergences = sum(s["overall"]["divergences"] for s in val + held)
+        avoidable = sum(s["overall"]["avoidable_divergences"] for s in val + held)
         lines.append(
-            f"| {variant} | {VARIANTS[variant][1]} | "
-            + " / ".join(f"{x:+.2f}" for x in per_seed)
-            + f" | {float(np.median(per_seed)):+.2f} | {pooled('within_2x_of_oracle'):.0%} | "
-            f"{pooled('beats_start_rate'):.0%} | "
-            f"{sum(s['overall']['divergences'] for s in summaries)} / {runs} "
-            f"({sum(s['overall']['avoidable_divergences'] for s in summaries)}) |"
+            f"| {variant} | {what} | {per_seed(val)} | {median(val):+.2f} | "
+            f"{_pooled(val, 'mean_log10_vs_oracle'):+.2f} | "
+            f"{_pooled(val, 'within_2x_of_oracle'):.0%} | {_pooled(val, 'harmed'):.0%} | "
+            f"{per_seed(held)} | {median(held):+.2f} | "
+            f"{_pooled(held, 'mean_log10_vs_oracle'):+.2f} | {divergences} ({avoidable}) |"
         )
     return "\n".join(lines)
 
@@ -201,7 +239,7 @@ def table(results: dict[str, list[dict]], timesteps: int, seeds: list[int]) -> s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--timesteps", type=int, default=120_000)
     parser.add_argument("--jobs", type=int, default=2, help="trainings (and eval workers) at once")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ablation")
@@ -213,31 +251,46 @@ def main() -> int:
     pairs = [(v, s) for v in args.variants for s in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         policies = list(pool.map(lambda p: train_run(*p, args.timesteps, args.out), pairs))
-
-    oracle_cache = args.out / "val_oracle_rows.json"
-    if oracle_cache.is_file():
-        oracle_rows = json.loads(oracle_cache.read_text())
-    else:
-        oracle_rows = run_specs(oracle_specs(VAL), args.jobs)
-        atomic_write_bytes(oracle_cache, json.dumps(oracle_rows).encode())
-    for policy in policies:
-        score(policy, oracle_rows, args.jobs)
+    policies.append(rule_policy(args.out))
+    for name, config in SCORINGS.items():
+        oracle = oracle_rows(name, config, args.out, args.jobs)
+        for policy in policies:
+            score(policy, name, config, oracle, args.jobs)
     # The table covers every variant scored so far in --out, not only this invocation's.
-    results: dict[str, list[dict]] = {}
+    results: dict[str, dict[str, list[dict]]] = {}
     seeds: set[int] = set()
-    for variant in VARIANTS:
-        for seed_dir in sorted(args.out.glob(f"{variant}__*")):
-            cache = seed_dir / "val_scores.json"
-            if cache.is_file():
-                results.setdefault(variant, []).append(json.loads(cache.read_text()))
-                seeds.add(int(seed_dir.name.rsplit("__", 1)[1]))
+    for variant in [RULE, *VARIANTS]:
+        for run_dir in sorted(args.out.glob(f"{variant}__*")) or [args.out / variant]:
+            caches = {name: run_dir / f"{name}_scores.json" for name in SCORINGS}
+            if all(c.is_file() for c in caches.values()):
+                for name, cache in caches.items():
+                    entry = results.setdefault(variant, {n: [] for n in SCORINGS})
+                    entry[name].append(json.loads(cache.read_text()))
+                if "__" in run_dir.name:
+                    seeds.add(int(run_dir.name.rsplit("__", 1)[1]))
     text = table(results, args.timesteps, sorted(seeds))
     print(text)
     args.results.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(args.results / "ablation_table.md", (text + "\n").encode())
-    raw = {"eval": asdict(VAL), "timesteps": args.timesteps, "seeds": sorted(seeds)}
-    raw["results"] = {v: [s["overall"] for s in r] for v, r in results.items()}
-    atomic_write_bytes(args.results / "ablation.json", json.dumps(raw, indent=1).encode())
+    atomic_write_bytes(args.results / "round4_table.md", (text + "\n").encode())
+    raw = {
+        "scorings": {name: asdict(config) for name, config in SCORINGS.items()},
+        "timesteps": args.timesteps,
+        "seeds": sorted(seeds),
+        "variants": {v: VARIANTS[v][0] for v in VARIANTS},
+        "results": {
+            v: {name: [s["overall"] for s in r[name]] for name in SCORINGS}
+            for v, r in results.items()
+        },
+        "families": {
+            v: {name: [s["families"] for s in r[name]] for name in SCORINGS}
+            for v, r in results.items()
+        },
+        "optimizers": {
+            v: {name: [s.get("optimizers", {}) for s in r[name]] for name in SCORINGS}
+            for v, r in results.items()
+        },
+    }
+    atomic_write_bytes(args.results / "round4.json", json.dumps(raw, indent=1).encode())
     return 0
 
 
