@@ -187,3 +187,12 @@ def test_usage_errors_are_value_errors() -> None:
 )
 def test_kind_of(data: object, kind: str | None) -> None:
     assert kind_of(data) == kind
+
+
+def test_an_unknown_method_in_compare_is_one_line_naming_the_valid_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit, match="^2$"):
+        main(["compare", "--suite", "compare_tiny", "--methods", "constant", "magic"])
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown method 'magic'" in err and "slope_rule" in err

@@ -95,3 +95,26 @@ def test_evaluate_and_compare_score_the_same_losses_alike(final, constants, init
         assert from_compare == pytest.approx(min(max(expected, -12.0), 12.0), abs=1e-12)
     else:
         assert from_compare == 0.0
+
+
+def test_references_are_scored_from_the_same_starts_beside_the_policy(make_policy) -> None:
+    """The teacher (a reference line) and the slope rule get their own rows and summaries."""
+    config = EvalConfig(
+        distribution="quadratic",
+        instances=1,
+        optimizers=("sgd",),
+        initial_lrs=(1e-4, 1e-2),
+        oracle_grid=(1e-3, 1e-2, 1e-1, 1.0),
+        steps=40,
+    )
+    report = evaluate_policy("default", config, jobs=1, references=["teacher:10", "slope_rule"])
+    references = report.summary["references"]
+    assert set(references) == {"teacher:10", "slope_rule"}
+    teacher = references["teacher:10"]["overall"]
+    assert teacher["runs"] == 2 and teacher["median_extra_grad_evals"] > 0
+    assert references["slope_rule"]["overall"]["median_extra_grad_evals"] == 0
+    # Far below the oracle's best constant is what looking ahead buys on a quadratic.
+    assert teacher["median_log10_vs_start"] < 0
+    assert {r["method"] for r in report.rows} == {"policy", "constant", "teacher:10", "slope_rule"}
+    with pytest.raises(ValueError, match="unknown reference 'oracle'"):
+        evaluate_policy("default", config, references=["oracle"])

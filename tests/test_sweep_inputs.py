@@ -98,10 +98,11 @@ def test_a_trials_values_become_train_overrides() -> None:
     assert config.dqn["policy_kwargs"]["net_arch"] == [8, 8]
 
 
-def test_address_without_the_ray_backend_is_refused(tmp_path: Path) -> None:
+def test_address_without_the_ray_backend_is_refused(tmp_path: Path, capsys) -> None:
     argv = ["compare", "--suite", "compare_tiny", "--address", "127.0.0.1:6379"]
-    with pytest.raises(SystemExit, match="--backend ray"):
+    with pytest.raises(SystemExit, match="^2$"):
         main([*argv, "--out", str(tmp_path)])
+    assert "--address is a Ray cluster's; add --backend ray" in capsys.readouterr().err
     with pytest.raises(ValueError, match="backend='ray'"):
         run_all([], backend="local", address="127.0.0.1:6379")
     with pytest.raises(ValueError, match="backend must be one of"):

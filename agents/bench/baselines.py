@@ -53,10 +53,11 @@ apply to some problems (deterministic, analytic, minibatch); `Method.not_applica
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -774,7 +775,18 @@ def get_method(name: str) -> Method:
         return Method(name, _policy(path), f"QLRScheduler with {path}")
     if name.startswith("slope_rule:"):
         return _parse_slope_rule(name)
+    if name.startswith("teacher:"):
+        horizon = name.split(":", 1)[1]
+        if not horizon.isdigit() or int(horizon) < 1:
+            raise ValueError(f"teacher:H needs a positive number of steps H, got {name!r}")
+        return replace(
+            METHODS["teacher"],
+            name=name,
+            run=functools.partial(teacher.run_teacher, horizon=int(horizon)),
+            description=f"reference: lookahead over x0.5..x2 held {horizon} steps ahead, k=5; "
+            "its copies' evaluations are reported, not charged",
+        )
     raise ValueError(
-        f"unknown method {name!r}; valid: {', '.join(METHODS)}, slope_rule:KEY=VALUE,... or "
-        "policy:PATH (a policy file)"
+        f"unknown method {name!r}; valid: {', '.join(METHODS)}, slope_rule:KEY=VALUE,..., "
+        "teacher:H or policy:PATH (a policy file)"
     )

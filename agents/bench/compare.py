@@ -372,6 +372,8 @@ def _rows(
             examples=result.examples_seen,
             final_lr=next((x for x in reversed(result.lrs) if math.isfinite(x)), None),
             wall_time=result.wall_time,
+            # A reference line's own look at the future (the teacher), never charged to it.
+            extra_grad_evals=result.extra.get("lookahead_grad_evals", 0),
         )
     return [{**row, "budget": count} for count in spec.counts]
 
@@ -428,9 +430,19 @@ def score_rows(rows: list[dict], curves: list[dict | None], suite: Suite) -> Non
         key=lambda row: (*_key(row), row["optimizer"]),
         on_grid=lambda lr: any(_same(lr, x) for x in suite.oracle_grid),
     )
+    # The constant rate each run started from: what the user had without any schedule.
+    start = {
+        (*_key(row), row["optimizer"], _rate_key(row["lr"])): row["final_loss"]
+        for row in rows
+        if row["method"] == "constant" and row["status"] in SCORED
+    }
     for row, curve in zip(rows, curves, strict=True):
         if row["status"] not in SCORED:
             continue
+        reference = start.get((*_key(row), row["optimizer"], _rate_key(row["lr"])))
+        row["log10_vs_start"] = (
+            None if reference is None else score(row["final_loss"], reference, row["initial_loss"])
+        )
         if row["optimizer"] is None:  # brings its own update: the best constant of any optimizer
             best = min(oracle[(*_key(row), o)] for o in suite.optimizers)
         else:
@@ -441,6 +453,10 @@ def score_rows(rows: list[dict], curves: list[dict | None], suite: Suite) -> Non
         reached = _first_reached(row, curve, target)
         for unit in ("grad", "total", "examples"):
             row[f"{unit}_to_target"] = None if reached is None else reached[unit]
+
+
+def _rate_key(lr: float | None) -> float | None:
+    return None if lr is None else round(math.log10(lr), 6)
 
 
 def _first_reached(row: dict, curve: dict | None, target: float) -> dict | None:
@@ -498,13 +514,20 @@ def _method_scores(rows: list[dict], count: str) -> dict[str, Any]:
     costs = [r.get(_COST[count]) for r in ran]
     # Runs that never reach the target count as infinitely slow: the median stays honest.
     cost_values = np.array([math.inf if c is None else c for c in costs], dtype=np.float64)
+    vs_start = [r["log10_vs_start"] for r in ran if r.get("log10_vs_start") is not None]
     return {
         "runs": len(ran),
         "failed": sum(r["status"] == "failed" for r in rows),
         "not_applicable": sum(r["status"] == "n/a" for r in rows),
         "diverged": sum(r["status"] == "diverged" for r in rows),
         "median_log10_vs_oracle": float(np.median(scores)) if ran else None,
+        "mean_log10_vs_oracle": float(np.mean(scores)) if ran else None,
         "within_2x_of_oracle": float(np.mean(scores <= math.log10(2))) if ran else None,
+        # Do no harm: the run ends above twice the loss of the constant rate it started from.
+        "harmed": float(np.mean(np.array(vs_start) > math.log10(2))) if vs_start else None,
+        "median_extra_grad_evals": (
+            float(np.median([r.get("extra_grad_evals", 0) for r in ran])) if ran else None
+        ),
         "reached_target": float(np.mean(np.isfinite(cost_values))) if ran else None,
         "median_cost_to_target": float(np.median(cost_values)) if ran else None,
         "median_wall_time": float(np.median([r["wall_time"] for r in ran])) if ran else None,
@@ -720,9 +743,16 @@ def command_line(args: argparse.Namespace, suite: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from qlr.agents.errors import UsageError
+
     if args.address is not None and args.backend != "ray":
-        raise SystemExit("qlr compare: --address is a Ray cluster's; add --backend ray")
-    suite = suite_from_args(args)
+        raise UsageError("--address is a Ray cluster's; add --backend ray")
+    try:
+        suite = suite_from_args(args)
+    except UsageError:
+        raise
+    except ValueError as err:  # an unknown method, family or key: the user's suite or flags
+        raise UsageError(str(err)) from None
     out = args.out or Path("runs") / f"compare_{suite.name}"
     command = command_line(args, suite.name)
     # Runs are tiny: parallelism comes from --jobs; torch's own threads would only contend.

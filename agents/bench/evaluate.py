@@ -117,11 +117,24 @@ def execute(spec: RunSpec) -> dict:
 
     problem = build_problem(spec.family, dict(spec.family_kwargs), spec.instance_seed)
     optimizer = make_optimizer(spec.optimizer, problem.params, spec.lr)
+    method, extra = spec.method, 0
     if spec.method.startswith("policy:"):
         policy = spec.method.split(":", 1)[1]
         result = run_policy(problem, optimizer, policy, spec.steps, record=False)
+        method = "policy"
     elif spec.method == "constant":
         result = run_inner(problem, optimizer, spec.steps, record=False)
+    elif spec.method == "slope_rule":
+        from qlr.rules import slope_rule
+
+        result = run_policy(problem, optimizer, slope_rule(), spec.steps, record=False)
+    elif spec.method.split(":")[0] == "teacher":
+        from qlr.agents.bench.teacher import LookaheadTeacher
+
+        horizon = _teacher_horizon(spec.method)
+        teacher = LookaheadTeacher(problem, optimizer, spec.steps, horizon=horizon)
+        result = run_inner(problem, optimizer, spec.steps, teacher.step, record=False)
+        extra = teacher.extra_grad_evals
     else:
         raise ValueError(f"unknown method {spec.method!r}")
     return {
@@ -129,7 +142,8 @@ def execute(spec: RunSpec) -> dict:
         "instance": spec.instance_seed,
         "optimizer": spec.optimizer,
         "lr": spec.lr,
-        "method": "constant" if spec.method == "constant" else "policy",
+        "method": method,
+        "extra_grad_evals": extra,
         "initial_loss": result.initial_loss,
         "final_loss": result.final_loss,
         "diverged": result.diverged,
@@ -138,6 +152,30 @@ def execute(spec: RunSpec) -> dict:
         "examples": result.examples_seen,
         "wall_time": result.wall_time,
     }
+
+
+REFERENCES = ("teacher", "slope_rule")
+"""Lines `qlr evaluate --references` adds beside the policy: the lookahead teacher (``teacher``,
+or ``teacher:H`` looking H steps ahead; a reference, like the oracle constant) and the slope
+rule (`qlr.rules.slope_rule`, the hand rule a learned controller must beat)."""
+
+
+def check_reference(name: str) -> str:
+    """`name` if it is one of `REFERENCES` (``teacher:H`` with H a positive integer)."""
+    if name in REFERENCES or (name.startswith("teacher:") and _teacher_horizon(name) > 0):
+        return name
+    raise ValueError(f"unknown reference {name!r}; valid: teacher, teacher:H, slope_rule")
+
+
+def _teacher_horizon(name: str) -> int | None:
+    """The lookahead of ``teacher:H`` (None for ``teacher``: to the end of the run)."""
+    _, _, horizon = name.partition(":")
+    if not horizon:
+        return None
+    try:
+        return int(horizon)
+    except ValueError:
+        return 0
 
 
 def run_specs(specs: Sequence[RunSpec], jobs: int = 1) -> list[dict]:
@@ -164,8 +202,13 @@ def _specs(config: EvalConfig, lrs: Iterable[float], method: str) -> list[RunSpe
     ]
 
 
-def summarize(policy_rows: list[dict], oracle_rows: list[dict]) -> dict[str, Any]:
-    """Median log10 ratios against the oracle and the starting constant, per family and overall."""
+def summarize(
+    policy_rows: list[dict], oracle_rows: list[dict], method: str = "policy"
+) -> dict[str, Any]:
+    """Median log10 ratios against the oracle and the starting constant, per family and overall.
+
+    Scores the rows of `method` (the policy, or a reference line such as ``teacher``).
+    """
     rows = oracle_rows + policy_rows
     oracle = oracle_losses(rows, key=lambda row: (row["family"], row["instance"], row["optimizer"]))
     start: dict[tuple, float] = {}
@@ -179,7 +222,7 @@ def summarize(policy_rows: list[dict], oracle_rows: list[dict]) -> dict[str, Any
     per_family: dict[str, list[tuple[float, float, bool, bool]]] = defaultdict(list)
     per_optimizer: dict[str, list[tuple[float, float, bool, bool]]] = defaultdict(list)
     for row in policy_rows:
-        if row["method"] != "policy":
+        if row["method"] != method:
             continue
         key = (row["family"], row["instance"], row["optimizer"])
         final, initial = row["final_loss"], row["initial_loss"]
@@ -220,19 +263,32 @@ def evaluate_policy(
     config: EvalConfig | None = None,
     jobs: int = 1,
     oracle_rows: list[dict] | None = None,
+    references: Sequence[str] = (),
 ) -> EvalReport:
     """Score `policy` (a file path or ``"default"``) on the held-out instances of `config`.
 
     `oracle_rows` may be passed in to reuse the constant-grid runs, which do not depend on the
-    policy (the training callback computes them once).
+    policy (the training callback computes them once). Each of `references` (see `REFERENCES`)
+    runs from the same starts and is scored the same way, in ``summary["references"]``.
     """
     config = config or EvalConfig()
     policy = os.fspath(policy)
+    references = [check_reference(r) for r in references]
     if oracle_rows is None:
         oracle_rows = run_specs(oracle_specs(config), jobs)
-    rows = run_specs(policy_specs(config, policy), jobs)
+    specs = policy_specs(config, policy)
+    for name in references:
+        specs += _specs(config, config.initial_lrs, name)
+    rows = run_specs(specs, jobs)
     report = EvalReport(config=asdict(config), rows=rows + oracle_rows)
     report.summary = summarize(rows, oracle_rows)
+    if references:
+        report.summary["references"] = {}
+        for name in references:
+            scored = summarize(rows, oracle_rows, method=name)
+            extra = [r["extra_grad_evals"] for r in rows if r["method"] == name]
+            scored["overall"]["median_extra_grad_evals"] = float(np.median(extra))
+            report.summary["references"][name] = scored
     return report
 
 
@@ -244,6 +300,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     )
     lines = [head, "|" + "---|" * 7]
     items = [*summary["families"].items(), ("**all**", summary["overall"])]
+    for name, reference in summary.get("references", {}).items():
+        extra = reference["overall"].get("median_extra_grad_evals") or 0
+        note = f", +{extra:,.0f} lookahead grad evals" if extra else ""
+        items.append((f"**{name}** (reference{note})", reference["overall"]))
     for name, s in items:
         lines.append(
             f"| {name} | {s['runs']} | {s['median_log10_vs_oracle']:+.2f} | "
@@ -265,6 +325,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
+    parser.add_argument(
+        "--references",
+        nargs="+",
+        default=(),
+        metavar="NAME",
+        help="lines scored beside the policy: teacher (the lookahead teacher, a reference; "
+        "teacher:H looks H steps ahead), slope_rule (the hand rule)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -276,7 +344,13 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         families=tuple(args.families) if args.families else None,
     )
-    report = evaluate_policy(args.policy, config, jobs=args.jobs)
+    from qlr.agents.errors import UsageError
+
+    try:
+        references = [check_reference(r) for r in args.references]
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    report = evaluate_policy(args.policy, config, jobs=args.jobs, references=references)
     print(format_summary(report.summary))
     if args.out is not None:
         from qlr._atomic import atomic_write_bytes
