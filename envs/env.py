@@ -16,7 +16,7 @@ from qlr.envs.optimizers import OPTIMIZERS, make_optimizer
 from qlr.envs.problems import Problem
 from qlr.features import OBS_HIGH, OBS_LOW
 
-_RESET_OPTIONS = ("lr", "optimizer", "problem")
+_RESET_OPTIONS = ("lr", "optimizer", "problem", "horizon", "budget_known")
 ProblemSpec = str | Sequence[str] | Mapping[str, float] | ProblemDistribution | Problem
 
 
@@ -68,6 +68,14 @@ class LearningRateEnv(gym.Env):
     | 11    | grad_noise         | disagreement of successive minibatch gradients     | 0   | 1   |
     |       |                    | (0 equal, 0.5 orthogonal: pure noise, 1 opposite)  |     |     |
     | 12    | batch_growth       | tanh(log2(batch / starting batch) / 3)             | -1  | 1   |
+    | 13    | update_slope       | median slope ratio r along the update taken, / 2   | -1  | 1   |
+    |       |                    | (0.5: step too short, 0: just right, < -0.5: the   |     |     |
+    |       |                    | loss rose along it; see `qlr.features`)            |     |     |
+    | 14    | update_slope_spread| standard deviation of those samples of r, / 2      | 0   | 1   |
+    | 15    | armijo_ratio       | median loss decrease over -abs(g . u), / 2         | -1  | 1   |
+    | 16    | update_size        | tanh((log10(abs(u) / abs(theta)) + 3) / 2)         | -1  | 1   |
+    | 17    | progress           | fraction of the episode's budget spent (0 unknown) | 0   | 1   |
+    | 18    | budget_known       | 1 when the controller was told the budget          | 0   | 1   |
 
     Relative changes are (new - old) / max(abs(new), abs(old)), log-spread so that small
     changes stay visible (see `qlr.features`).
@@ -90,8 +98,8 @@ class LearningRateEnv(gym.Env):
     ## Episode End
     - Terminated: the loss (or a gradient) became NaN or infinite, or the loss rose above
       `divergence_factor` times its initial value. The reward is `-divergence_penalty`.
-    - Truncated: `horizon` decisions were taken (with `batch_factors`: the example budget
-      is spent).
+    - Truncated: the episode's `horizon` decisions were taken (with `batch_factors`: the
+      example budget      is spent).
 
     ## Arguments
     - `problem`: a distribution name (``"train"``, ``"test"``, ...), a family name, a list of
@@ -104,7 +112,14 @@ class LearningRateEnv(gym.Env):
     - `action_factors`: 3, 5, 7 or a sequence of positive factors.
     - `lr_bounds`: `(min_lr, max_lr)` the rate is clamped to.
     - `initial_lr_range`: `(low, high)` of the log-uniform initial rate.
-    - `horizon`: decisions per episode.
+    - `horizon`: decisions per episode, or a pair ``(low, high)`` to draw each episode's
+      length log-uniformly between them: a controller trained on runs of one length learns
+      what pays within that length (short-horizon bias), one trained over two orders of
+      magnitude of lengths cannot.
+    - `budget_known`: the probability that an episode tells the controller its budget
+      (``(horizon + 1) * steps_per_decision`` steps: the reset's block and one block per
+      decision), which it then reads as the ``progress`` and
+      ``budget_known`` features; otherwise both read 0. 0 (never) by default, 1 always.
     - `reward_clip`, `divergence_penalty`, `divergence_factor`: see Rewards and Episode End.
     - `features`: names of the observed features (see `qlr.FEATURE_NAMES`); default all.
     - `spike_factor`, `spike_cut`: the per-step spike guard of `qlr.LRController` (off when
@@ -120,7 +135,10 @@ class LearningRateEnv(gym.Env):
     - v0: first version (feature version 1). Feature version 2 appended `lr_drift` to the
       default observation and added `features` and the spike guard (off by default).
       Feature version 3 added `grad_noise` and `batch_growth` and the noise-level mode
-      (`batch_factors`); the default rate-only observation is unchanged.
+      (`batch_factors`); the default rate-only observation is unchanged. Feature version 4
+      added the update features (13-16) and `max_lr_growth`; version 5 `progress` and
+      `budget_known` (17-18) with `budget_known` and episode lengths drawn from a `horizon`
+      range. Defaults are unchanged: a policy selects the features it reads.
     """
 
     metadata = {"render_modes": []}
@@ -138,7 +156,8 @@ class LearningRateEnv(gym.Env):
         action_factors: int | Sequence[float] = 3,
         lr_bounds: tuple[float, float] = (1e-8, 10.0),
         initial_lr_range: tuple[float, float] = (1e-5, 1.0),
-        horizon: int = 60,
+        horizon: int | Sequence[int] = 60,
+        budget_known: float = 0.0,
         reward_clip: float = 1.0,
         divergence_penalty: float = 5.0,
         divergence_factor: float = 1e3,
@@ -181,14 +200,17 @@ class LearningRateEnv(gym.Env):
                 f"initial_lr_range={initial_lr_range} must lie inside lr_bounds={lr_bounds}"
             )
         self.initial_lr_range = (low, high)
-        _check_positive("horizon", horizon, integer=True)
+        self.horizon_range = _horizon_range(horizon)
+        if not (isinstance(budget_known, (int, float)) and 0.0 <= budget_known <= 1.0):
+            raise ValueError(f"budget_known must be a probability in [0, 1], got {budget_known!r}")
+        self.budget_known = float(budget_known)
         _check_positive("reward_clip", reward_clip)
         _check_positive("divergence_penalty", divergence_penalty)
         _check_positive("divergence_factor", divergence_factor)
         if divergence_factor <= 1:
             raise ValueError(f"divergence_factor must be > 1, got {divergence_factor}")
         self.steps_per_decision = int(steps_per_decision)
-        self.horizon = int(horizon)
+        self.horizon = self.horizon_range[0]  # this episode's, drawn at reset
         self.reward_clip = float(reward_clip)
         self.divergence_penalty = float(divergence_penalty)
         self.divergence_factor = float(divergence_factor)
@@ -220,6 +242,7 @@ class LearningRateEnv(gym.Env):
         low, high = self.initial_lr_range
         lr = float(options.get("lr") or math.exp(rng.uniform(math.log(low), math.log(high))))
         lr = self.controller.clamp(lr)
+        self._draw_horizon(rng, options)
 
         fixed = self._fixed
         if options.get("problem") is not None:
@@ -268,6 +291,25 @@ class LearningRateEnv(gym.Env):
         info = self._info()
         info["diverged"] = diverged
         return obs, float(reward), diverged, truncated, info
+
+    def _draw_horizon(self, rng: np.random.Generator, options: dict[str, Any]) -> None:
+        """This episode's length and whether the controller knows it (drawn only when varied,
+        so a fixed horizon leaves the episode's other draws as they were)."""
+        low, high = self.horizon_range
+        if options.get("horizon") is not None:
+            self.horizon = _horizon_range(options["horizon"])[0]
+        elif low != high:
+            self.horizon = int(round(math.exp(rng.uniform(math.log(low), math.log(high)))))
+        else:
+            self.horizon = low
+        known = options.get("budget_known")
+        if known is None:
+            known = self.budget_known >= 1 or (
+                self.budget_known > 0 and rng.random() < self.budget_known
+            )
+        # The reset's block plus one block per decision: the episode's steps at the start batch.
+        total = (self.horizon + 1) * self.steps_per_decision
+        self.controller.total_steps = total if known else None
 
     # ------------------------------------------------------------------ inner run
     def _start_run(self, problem: Problem, optimizer: str, lr: float) -> None:
@@ -381,6 +423,8 @@ class LearningRateEnv(gym.Env):
             "problem": problem.name,
             "optimizer": self.optimizer_name,
             "decisions": self.decisions,
+            "horizon": self.horizon,
+            "total_steps": self.controller.total_steps,  # None: the controller was not told
         }
 
 
@@ -399,6 +443,19 @@ def _restore(problem: Problem, params: list, batch_size: int | None) -> Problem:
     if batch_size is not None and problem.batch_size != batch_size:
         problem.set_batch_size(batch_size)
     return problem
+
+
+def _horizon_range(horizon: int | Sequence[int]) -> tuple[int, int]:
+    """`horizon` as (low, high): an int is both; a pair must be positive integers, low <= high."""
+    pair = (horizon, horizon) if not isinstance(horizon, Sequence) else tuple(horizon)
+    ok = len(pair) == 2 and all(
+        isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h >= 1 for h in pair
+    )
+    if not ok or pair[0] > pair[1]:
+        raise ValueError(
+            f"horizon must be a positive integer or a pair (low, high) of them, got {horizon!r}"
+        )
+    return int(pair[0]), int(pair[1])
 
 
 def _optimizer_names(optimizer: str | Sequence[str]) -> tuple[str, ...]:

@@ -142,6 +142,9 @@ class LRController:
         batch_size: the batch size the run starts with (needed with `batch_factors`).
         max_batch_size: the batch size is never set above this (default: 8 x `batch_size`).
         min_batch_size: the batch size is never set below this.
+        total_steps: the run's budget in optimizer steps, when it is known (at the starting
+            batch size, for a controller that sets the batch). It feeds the ``progress``
+            feature; a run may go past it (progress stays at 1).
     """
 
     def __init__(
@@ -160,6 +163,7 @@ class LRController:
         batch_size: int | None = None,
         max_batch_size: int | None = None,
         min_batch_size: int = 1,
+        total_steps: int | None = None,
     ) -> None:
         self.action_factors = resolve_action_factors(action_factors)
         self.batch_factors = resolve_batch_factors(batch_factors)
@@ -194,6 +198,7 @@ class LRController:
             dense="grad_noise" in self.features,
             features=self.features,
         )
+        self.total_steps = check_total_steps(total_steps)
         self.last_cut: str | None = None  # "nonfinite" or "spike": the guard just tripped
         self.examples = 0  # examples spent since the run started (batch control only)
         self.blocks = 0  # decision blocks closed since the run started
@@ -311,9 +316,18 @@ class LRController:
         self.scale(optimizer, rate_factor)
         return self.scale_batch(batch_factor) if self.batch_factors is not None else None
 
+    @property
+    def progress(self) -> float | None:
+        """The fraction of the budget spent (examples, with batch control), or None."""
+        if self.total_steps is None:
+            return None
+        if self.batch_factors is not None and self.start_batch_size:
+            return self.examples / (self.total_steps * self.start_batch_size)
+        return self.tracker.steps / self.total_steps
+
     def observe(self) -> np.ndarray:
         """The observation for a decision (the selected features); starts the next block."""
-        obs = self.tracker.observation()[self._feature_index]
+        obs = self.tracker.observation(self.progress)[self._feature_index]
         self.blocks += 1
         self._update_interval()
         return obs
@@ -335,6 +349,16 @@ class LRController:
         scale_lr(optimizer, ratio)
         self.tracker.record_lr_change(ratio)
         return True
+
+
+def check_total_steps(total_steps: object) -> int | None:
+    """`total_steps` as an int: None, or a positive integer (a budget of optimizer steps)."""
+    if total_steps is None:
+        return None
+    if isinstance(total_steps, (int, np.integer)) and not isinstance(total_steps, bool):
+        if total_steps >= 1:
+            return int(total_steps)
+    raise ValueError(f"total_steps must be a positive integer or None, got {total_steps!r}")
 
 
 def _check_batch(name: str, value: int) -> None:

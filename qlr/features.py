@@ -13,8 +13,9 @@ learning rate, the step count or the total number of steps, since deployment rar
 
 Version history: 1 had the first ten features; 2 appended ``lr_drift``; 3 appended ``grad_noise``
 and ``batch_growth`` for controllers that also set the batch size; 4 appended four statistics of
-the update the optimizer actually took (below). Earlier features never change meaning, so an older
-policy reads its features as a subset of the newer ones.
+the update the optimizer actually took (below); 5 appended ``progress`` and ``budget_known``,
+for a run whose budget of steps is known (0 and 0 when it is not). Earlier features never change
+meaning, so an older policy reads its features as a subset of the newer ones.
 
 The update features (version 4). The gradient features describe the gradient, which is the step
 only for plain SGD; Adam, AdamW, RMSprop and AdaGrad rescale the step per coordinate. What says
@@ -70,7 +71,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-FEATURE_VERSION = 4
+FEATURE_VERSION = 5
 
 FEATURE_NAMES: tuple[str, ...] = (
     "loss_change_step",  # relative change of the loss over the last optimizer step
@@ -90,14 +91,23 @@ FEATURE_NAMES: tuple[str, ...] = (
     "update_slope_spread",  # standard deviation of those samples of r, / 2
     "armijo_ratio",  # median of -loss change / |g(theta_{t-1}).u| (clipped to +-2) / 2
     "update_size",  # tanh((log10(|u| / |theta|) + 3) / 2): 0 at a relative step of 1e-3
+    "progress",  # fraction of the run's budget spent, in [0, 1]; 0 when no budget is known
+    "budget_known",  # 1 when the run's budget is known (progress means something), else 0
 )
 FEATURES_V1 = FEATURE_NAMES[:10]  # what a version-1 policy reads
 FEATURES_V2 = FEATURE_NAMES[:11]  # what a version-2 policy reads
 FEATURES_V3 = FEATURE_NAMES[:13]  # what a version-3 policy reads
-FEATURES_BY_VERSION = {1: FEATURES_V1, 2: FEATURES_V2, 3: FEATURES_V3, 4: FEATURE_NAMES}
+FEATURES_V4 = FEATURE_NAMES[:17]  # what a version-4 policy reads
+FEATURES_BY_VERSION = {
+    1: FEATURES_V1,
+    2: FEATURES_V2,
+    3: FEATURES_V3,
+    4: FEATURES_V4,
+    5: FEATURE_NAMES,
+}
 GRADIENT_FEATURES = frozenset({"grad_cosine", "grad_projection", "grad_norm_change", "grad_noise"})
 """Features that need the tracker to keep a gradient between steps."""
-UPDATE_FEATURES = frozenset(FEATURE_NAMES[13:])
+UPDATE_FEATURES = frozenset(FEATURE_NAMES[13:17])
 """Features that need the update chain (one copy of the parameters)."""
 
 OBS_DIM = len(FEATURE_NAMES)
@@ -517,8 +527,13 @@ class FeatureTracker:
         self._prev_versions = [0 if p is None else p._version for p in kept]
 
     # ------------------------------------------------------------------ per decision
-    def observation(self) -> np.ndarray:
-        """Features of the steps since the last call, float32 in [-1, 1]; closes the block."""
+    def observation(self, progress: float | None = None) -> np.ndarray:
+        """Features of the steps since the last call, float32 in [-1, 1]; closes the block.
+
+        Args:
+            progress: the fraction of the run's budget spent so far, when the budget is known
+                (clipped to [0, 1]: a run past its budget reads 1); None when it is not.
+        """
         block, self._block = self._block, []
         finite_steps = [s for s in block if s.finite]
         obs = np.zeros(OBS_DIM, dtype=np.float64)
@@ -526,6 +541,8 @@ class FeatureTracker:
         obs[10] = math.tanh(self._log10_lr_change / _DRIFT_DECADES)
         obs[12] = math.tanh(self._log2_batch_change / _GROWTH_DOUBLINGS)
         obs[13:17] = self._update_features()
+        if progress is not None and math.isfinite(progress):
+            obs[17], obs[18] = min(1.0, max(0.0, progress)), 1.0
         if finite_steps:
             obs[:9] = self._finite_features(finite_steps)
             obs[11] = _gradient_disagreement(finite_steps)

@@ -38,7 +38,10 @@ class QLRScheduler:
       training (see `qlr.LRController`).
     * With an AMP ``GradScaler`` passed as ``scaler``, a step the scaler skipped (its scale fell)
       is not counted. Call ``scheduler.step(loss)`` after ``scaler.update()``.
-    * No total number of steps is needed.
+    * No total number of steps is needed. When you know it, pass ``total_steps`` (optimizer
+      steps, counting one per ``scheduler.step``): a policy trained to read ``progress`` then
+      knows how far the run is; one that was not ignores it. A run may go on past
+      ``total_steps``: progress stays at 1 and nothing else changes.
     * A policy trained with batch actions (``policy.batch_factors``) also sets the batch size:
       pass the loop's starting ``batch_size``, and read ``scheduler.batch_size`` for the next
       batch, for instance through `qlr.DynamicBatchSampler`. Decisions are then paced in
@@ -60,6 +63,7 @@ class QLRScheduler:
         max_batch_size: the batch size is never set above this (default: the growth bound the
             policy was trained with, times `batch_size`).
         min_batch_size: the batch size is never set below this.
+        total_steps: the run's budget in optimizer steps, when known (a positive integer).
 
     Example:
         >>> model = torch.nn.Linear(10, 1)
@@ -86,6 +90,7 @@ class QLRScheduler:
         batch_size: int | None = None,
         max_batch_size: int | None = None,
         min_batch_size: int = 1,
+        total_steps: int | None = None,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"{type(optimizer).__name__} is not a torch.optim.Optimizer")
@@ -119,6 +124,7 @@ class QLRScheduler:
             batch_size=batch_size,
             max_batch_size=max_batch_size,
             min_batch_size=min_batch_size,
+            total_steps=total_steps,
         )
         self.scaler = scaler
         self.writer = writer
@@ -234,6 +240,7 @@ class QLRScheduler:
             "max_lr": self.controller.max_lr,
             "batch_size": self.controller.batch_size,
             "examples": self.controller.examples,
+            "total_steps": self.controller.total_steps,
             "blocks": self.controller.blocks,
             "tracker": self.controller.tracker.state_dict(),
         }
@@ -248,6 +255,8 @@ class QLRScheduler:
         self._warned_nonfinite = bool(state_dict["warned_nonfinite"])
         self.controller.min_lr = float(state_dict["min_lr"])
         self.controller.max_lr = float(state_dict["max_lr"])
+        if state_dict.get("total_steps") is not None:  # else keep the constructor's budget
+            self.controller.total_steps = int(state_dict["total_steps"])
         self.controller.tracker.load_state_dict(state_dict["tracker"])
         # Absent before decisions were paced in examples: a block count and its examples.
         self.controller.blocks = int(state_dict.get("blocks", self.decisions))

@@ -240,3 +240,51 @@ def test_hf_callback_rejects_a_warmup_from_zero(make_policy, tmp_path):
     callback = QLRTrainerCallback(policy=make_policy(favour=2, interval=2))
     with pytest.raises(ValueError, match="warmup"):
         hf_train(callback, tmp_path, lr_scheduler_type="constant_with_warmup", warmup_steps=2)
+
+
+# ---------------------------------------------------------------------------------- budgets
+PROGRESS_FEATURES = ("loss_change_block", "progress", "budget_known")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:lightning")
+def test_lightning_hands_its_step_budget_to_the_scheduler(make_policy):
+    """3 epochs of 16 batches, 2 accumulated per optimizer step: 24 optimizer steps."""
+    pytest.importorskip("lightning")
+    import lightning.pytorch as pl
+
+    from qlr.integrations.lightning import QLRCallback
+
+    callback = QLRCallback(policy=make_policy(favour=1, interval=3, features=PROGRESS_FEATURES))
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accumulate_grad_batches=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
+    trainer.fit(lightning_module(), lightning_loader())
+    sched = callback.scheduler
+    assert sched.controller.total_steps == 24 and sched.steps == 24
+    obs = sched.last_observation  # at the last decision, after 24 of 24 steps
+    assert obs[1] == pytest.approx(1.0) and obs[2] == 1.0
+    policy = make_policy(interval=2, features=PROGRESS_FEATURES)
+    explicit = QLRCallback(policy=policy, total_steps=None)
+    lightning_trainer(explicit, max_steps=4).fit(lightning_module(), lightning_loader())
+    assert explicit.scheduler.controller.total_steps is None  # told not to: no budget
+    assert explicit.scheduler.last_observation[2] == 0.0
+
+
+def test_hugging_face_hands_its_step_budget_to_the_scheduler(make_policy, tmp_path):
+    """2 epochs of 16 micro-batches, 2 accumulated per optimizer step: 16 optimizer steps."""
+    pytest.importorskip("transformers")
+    from qlr.integrations.huggingface import QLRTrainerCallback
+
+    policy = make_policy(favour=1, interval=4, features=PROGRESS_FEATURES)
+    callback = QLRTrainerCallback(policy=policy)
+    hf_train(callback, tmp_path, max_steps=-1, num_train_epochs=2)
+    sched = callback.scheduler
+    assert sched.controller.total_steps == 16 and sched.steps == 16
+    assert sched.last_observation[1] == pytest.approx(1.0) and sched.last_observation[2] == 1.0

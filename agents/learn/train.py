@@ -204,7 +204,7 @@ def _train(
                 model.learn(
                     total_timesteps=remaining,
                     callback=CallbackList(callbacks),
-                    log_interval=max(1, round(config.log_freq / int(config.env["horizon"]))),
+                    log_interval=max(1, round(config.log_freq / _typical_episode(config))),
                     tb_log_name=TB_LOG_NAME,
                     reset_num_timesteps=start_steps == 0,
                     progress_bar=progress_bar,
@@ -234,6 +234,13 @@ def _train(
     write_json(run_dir / "summary.json", asdict(result))
     echo(format_result(result))
     return result
+
+
+def _typical_episode(config: TrainConfig) -> float:
+    """Decisions in a typical episode: the horizon, or the geometric mean of a drawn range."""
+    horizon = config.env["horizon"]
+    low, high = (horizon, horizon) if isinstance(horizon, int) else horizon
+    return float((low * high) ** 0.5)
 
 
 def _best_entry(history: list[dict]) -> dict | None:

@@ -106,6 +106,10 @@ class _QLRTrainerCallbackLogic:
             scaler = getattr(optimizer, "scaler", None)
             if scaler is not None:
                 options.setdefault("scaler", scaler)
+            # The Trainer has worked out its optimizer steps (epochs, accumulation) by now.
+            max_steps = getattr(state, "max_steps", 0)
+            if isinstance(max_steps, int) and max_steps > 0:
+                options.setdefault("total_steps", max_steps)
             self.scheduler = QLRScheduler(optimizer, policy=self.policy, **options)
         self._trainer_scheduler = _lambda_scheduler(lr_scheduler)
         _warn_about_schedule(args, lr_scheduler, self._trainer_scheduler)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import os
 import warnings
 from collections.abc import Mapping
@@ -95,6 +96,7 @@ class _QLRCallbackLogic:
             scaler = getattr(trainer.precision_plugin, "scaler", None)
             if scaler is not None:
                 kwargs.setdefault("scaler", scaler)
+            kwargs.setdefault("total_steps", _step_budget(trainer))
             self.scheduler = QLRScheduler(optimizer, policy=self.policy, **kwargs)
         if self._pending_state is not None:
             self.scheduler.load_state_dict(self._pending_state)
@@ -178,6 +180,18 @@ class _QLRCallbackLogic:
             self.scheduler.load_state_dict(state)
         else:
             self._pending_state = state
+
+
+def _step_budget(trainer: Any) -> int | None:
+    """The run's optimizer steps as Lightning plans them (max_steps, or epochs x batches over
+    the accumulation), or None when it cannot tell (an unbounded or unsized run)."""
+    try:
+        steps = trainer.estimated_stepping_batches
+    except Exception:  # a loader without a length, or a Lightning version without the attribute
+        return None
+    if isinstance(steps, (int, float)) and math.isfinite(steps) and steps >= 1:
+        return int(steps)
+    return None
 
 
 def _loss_of(outputs: Any) -> torch.Tensor | None:
