@@ -116,29 +116,45 @@ def run_inner(
 
 
 def make_scheduler(
-    problem: Problem, optimizer: torch.optim.Optimizer, policy, hold_batch: bool = False
+    problem: Problem,
+    optimizer: torch.optim.Optimizer,
+    policy,
+    hold_batch: bool = False,
+    total_steps: int | None = None,
 ) -> QLRScheduler:
     """A `QLRScheduler` for `problem`; a policy that sets the batch size starts from its batch.
 
     On a full-batch problem such a policy keeps the whole data set as its batch (min = max).
     `hold_batch` pins the batch at its start (min = max) while the policy still sets the rate:
-    an ablation that shows what the batch actions add.
+    an ablation that shows what the batch actions add. `total_steps` tells the scheduler the
+    run's budget (a policy that reads ``progress`` uses it).
     """
     policy = load_policy(policy)
     if policy.batch_factors is None:
-        return QLRScheduler(optimizer, policy=policy)
+        return QLRScheduler(optimizer, policy=policy, total_steps=total_steps)
     batch = getattr(problem, "batch_size", None)
     if batch is None:  # full batch: nothing to grow
         n = int(getattr(problem, "n", 1))
         return QLRScheduler(
-            optimizer, policy=policy, batch_size=n, max_batch_size=n, min_batch_size=n
+            optimizer,
+            policy=policy,
+            batch_size=n,
+            max_batch_size=n,
+            min_batch_size=n,
+            total_steps=total_steps,
         )
     # The bound it was trained with (a multiple of the start), never above the data set.
     growth = policy.metadata.max_batch_growth or 8.0
     limit = max(int(batch), min(problem.n, int(growth * batch)))
     if hold_batch:
         limit = int(batch)
-    return QLRScheduler(optimizer, policy=policy, batch_size=int(batch), max_batch_size=limit)
+    return QLRScheduler(
+        optimizer,
+        policy=policy,
+        batch_size=int(batch),
+        max_batch_size=limit,
+        total_steps=total_steps,
+    )
 
 
 def scheduler_hook(problem: Problem, scheduler: QLRScheduler) -> Callable[[float], None]:

@@ -186,7 +186,10 @@ def score(policy: Path, name: str, config: EvalConfig, oracle: list[dict], jobs:
     cache = policy.with_name(f"{name}_scores.json")
     if cache.is_file():
         return json.loads(cache.read_text())
-    rows = run_specs(policy_specs(config, str(policy)), jobs)
+    on_grid = all(
+        any(abs(lr / g - 1) < 1e-9 for g in config.oracle_grid) for lr in config.initial_lrs
+    )
+    rows = run_specs(policy_specs(config, str(policy), constants=not on_grid), jobs)
     summary = summarize(rows, oracle)
     atomic_write_bytes(cache, json.dumps(summary, indent=1).encode())
     return summary

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from qlr import QLRScheduler
 from qlr.agents.bench import linesearch
 from qlr.agents.bench.baselines import (
     GRADUATED,
@@ -21,6 +22,7 @@ from qlr.agents.bench.baselines import (
     get_method,
     graduated_plan,
 )
+from qlr.agents.bench.evaluate import build_problem
 from qlr.envs.problems import FAMILIES, sample_least_squares, sample_quadratic, sample_rosenbrock
 from qlr.policy import save_policy
 
@@ -379,3 +381,53 @@ def test_lr_free_optimizers_run_and_report_their_effective_rate(name: str, packa
         assert len(set(np.round(result.lrs, 12))) > 1
     if name == "schedulefree":  # the final loss is read at the averaged point x
         assert result.final_loss == pytest.approx(problem.loss())
+
+
+def test_linear_decay_and_warmup_stable_decay_follow_their_shapes() -> None:
+    from qlr.agents.bench.baselines import wsd_factor
+
+    shape = [wsd_factor(t, 100) for t in range(100)]
+    assert shape[0] == pytest.approx(0.2) and shape[4] == 1.0  # 5 warmup steps
+    assert shape[5:80] == [1.0] * 75 and shape[80] == 1.0 and shape[99] == pytest.approx(0.05)
+    problem = build_problem("quadratic", {"dim": 6, "cond": 10.0}, 5)
+    result = get_method("linear").run(problem, "sgd", 0.1, Budget(grad_evals=50))
+    assert result.lrs[0] == pytest.approx(0.1) and result.lrs[-1] == pytest.approx(0.1 / 50)
+    wsd = get_method("wsd").run(
+        build_problem("quadratic", {"dim": 6, "cond": 10.0}, 5), "sgd", 0.1, Budget(grad_evals=100)
+    )
+    assert max(wsd.lrs) == pytest.approx(0.1) and wsd.lrs[0] < wsd.lrs[10]
+
+
+def test_the_oracle_cosine_is_the_best_of_its_peak_rates() -> None:
+    from qlr.agents.bench.baselines import ORACLE_COSINE_GRID
+
+    budget = Budget(grad_evals=40)
+    oracle = get_method("oracle_cosine")
+    assert not oracle.uses_lr
+    best = oracle.run(build_problem("quadratic", {"dim": 6, "cond": 10.0}, 3), "sgd", None, budget)
+    finals = [
+        get_method("cosine")
+        .run(build_problem("quadratic", {"dim": 6, "cond": 10.0}, 3), "sgd", peak, budget)
+        .final_loss
+        for peak in ORACLE_COSINE_GRID
+    ]
+    assert best.final_loss == pytest.approx(min(f for f in finals if math.isfinite(f)))
+
+
+def test_a_policy_told_the_budget_reads_its_progress(tmp_path, make_policy, monkeypatch) -> None:
+    path = save_policy(
+        make_policy(favour=1, interval=5, features=("loss_change_block", "progress")),
+        tmp_path / "progress.qlr",
+    )
+    told = get_method(f"policy_budget:{path}")
+    problem = build_problem("quadratic", {"dim": 6, "cond": 10.0}, 2)
+    seen = []
+    original = QLRScheduler._decide
+
+    def recording(self):  # the real decision, and what it read
+        original(self)
+        seen.append(float(self.last_observation[1]))
+
+    monkeypatch.setattr(QLRScheduler, "_decide", recording)
+    told.run(problem, "sgd", 0.01, Budget(grad_evals=20))
+    assert seen == pytest.approx([0.25, 0.5, 0.75, 1.0])

@@ -34,6 +34,13 @@ method                 what it does (defaults)
 ``prodigy``            Prodigy, lr 1 (replaces the inner optimizer)
 ``schedulefree``       Schedule-Free SGD (momentum 0.9) for sgd/momentum, AdamW (wd 0) for adam
 ``dog``                DoG, lr 1 (replaces the inner optimizer)
+``linear``             linear decay from the initial rate to 0 over the budget
+``wsd``                warmup-stable-decay: linear warmup over 5 % of the budget, the initial
+                       rate held, linear decay to 0 over the last 20 %
+``oracle_cosine``      reference line: cosine to 0 from the best of 13 peak rates (1e-5 ... 10)
+                       in hindsight, per instance and optimizer
+``default_budget``     `QLRScheduler` with the shipped policy, told the budget (``total_steps``)
+``policy_budget:PATH`` the same with the policy file PATH
 ``default``            `QLRScheduler` with the shipped policy
 ``noise``              `QLRScheduler` with the shipped noise-level policy: rate and batch size,
                        at the suite's budget in examples
@@ -208,6 +215,54 @@ def _cosine(problem, optimizer, lr, budget):
     opt = _optimizer(problem, optimizer, lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, _steps(problem, budget)))
     return run_scheduled(problem, opt, budget, lambda loss: sched.step())
+
+
+def _linear(problem, optimizer, lr, budget):
+    opt = _optimizer(problem, optimizer, lr)
+    steps = max(1, _steps(problem, budget))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: max(0.0, 1.0 - t / steps))
+    return run_scheduled(problem, opt, budget, lambda loss: sched.step())
+
+
+WSD_WARMUP, WSD_DECAY = 0.05, 0.2
+"""Warmup-stable-decay: linear warmup over the first 5 % of the budget, the start rate held,
+then a linear decay to zero over the last 20 %."""
+
+
+def wsd_factor(step: int, steps: int) -> float:
+    """The warmup-stable-decay multiplier of the start rate at `step` of `steps`."""
+    warmup = max(1, round(WSD_WARMUP * steps))
+    decay_start = steps - max(1, round(WSD_DECAY * steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    if step >= decay_start:
+        return max(0.0, (steps - step) / (steps - decay_start))
+    return 1.0
+
+
+def _wsd(problem, optimizer, lr, budget):
+    opt = _optimizer(problem, optimizer, lr)
+    steps = max(1, _steps(problem, budget))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: wsd_factor(t, steps))
+    return run_scheduled(problem, opt, budget, lambda loss: sched.step())
+
+
+ORACLE_COSINE_GRID = tuple(float(x) for x in torch.logspace(-5, 1, 13).tolist())
+"""The peak rates `oracle_cosine` tries: half-decade steps from 1e-5 to 10."""
+
+
+def _oracle_cosine(problem, optimizer, lr, budget):
+    """Cosine decay to zero from the best peak rate in hindsight: a reference line."""
+    from qlr.envs.snapshot import clone_run
+
+    best, best_loss = ORACLE_COSINE_GRID[0], math.inf
+    probe = _optimizer(problem, optimizer, best)
+    for peak in ORACLE_COSINE_GRID:  # on copies: the run itself is the winner's, below
+        copy, _, _ = clone_run(problem, probe)
+        result = _cosine(copy, optimizer, peak, budget)
+        if not result.diverged and result.final_loss < best_loss:
+            best, best_loss = peak, result.final_loss
+    return _cosine(problem, optimizer, best, budget)
 
 
 def _plateau(problem, optimizer, lr, budget):
@@ -589,10 +644,11 @@ def _lrfree_applies(name: str) -> Callable[[Problem, str | None], str | None]:
 # --------------------------------------------------------------------------- learned policies
 
 
-def _policy(policy: str | Policy, hold_batch: bool = False) -> MethodFn:
+def _policy(policy: str | Policy, hold_batch: bool = False, tell_budget: bool = False) -> MethodFn:
     def run(problem, optimizer, lr, budget):
         opt = _optimizer(problem, optimizer, lr)
-        scheduler = make_scheduler(problem, opt, policy, hold_batch)
+        total = _steps(problem, budget) if tell_budget else None
+        scheduler = make_scheduler(problem, opt, policy, hold_batch, total_steps=total)
         hook = scheduler_hook(problem, scheduler)
         batches = scheduler.policy.batch_factors is not None and problem.stochastic
         if not batches or budget.examples is None:
@@ -662,6 +718,14 @@ def _registry() -> dict[str, Method]:
         Method("constant", _constant, "the initial rate throughout"),
         Method("step", _step_lr, "StepLR: x0.1 after each third of the budget"),
         Method("cosine", _cosine, "cosine annealing to 0 over the budget"),
+        Method("linear", _linear, "linear decay to 0 over the budget"),
+        Method("wsd", _wsd, "warmup 5 %, hold, linear decay to 0 over the last 20 %"),
+        Method(
+            "oracle_cosine",
+            _oracle_cosine,
+            "reference: cosine to 0 from the best of 13 peak rates in hindsight",
+            uses_lr=False,
+        ),
         Method("plateau", _plateau, "ReduceLROnPlateau on the step loss (x0.1, patience 10)"),
         Method(
             "armijo",
@@ -739,6 +803,11 @@ def _registry() -> dict[str, Method]:
         ),
         Method("default", _policy("default"), "QLRScheduler with the shipped policy"),
         Method(
+            "default_budget",
+            _policy("default", tell_budget=True),
+            "QLRScheduler with the shipped policy, told the budget (total_steps)",
+        ),
+        Method(
             "noise",
             _policy("noise"),
             "QLRScheduler with the shipped noise-level policy (rate and batch size)",
@@ -773,6 +842,9 @@ def get_method(name: str) -> Method:
     if name.startswith("policy:") and len(name) > len("policy:"):
         path = name.split(":", 1)[1]
         return Method(name, _policy(path), f"QLRScheduler with {path}")
+    if name.startswith("policy_budget:") and len(name) > len("policy_budget:"):
+        path = name.split(":", 1)[1]
+        return Method(name, _policy(path, tell_budget=True), f"QLRScheduler with {path}, budget")
     if name.startswith("slope_rule:"):
         return _parse_slope_rule(name)
     if name.startswith("teacher:"):

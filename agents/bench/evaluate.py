@@ -187,10 +187,11 @@ def oracle_specs(config: EvalConfig) -> list[RunSpec]:
     return _specs(config, config.oracle_grid, "constant")
 
 
-def policy_specs(config: EvalConfig, policy: str) -> list[RunSpec]:
-    return _specs(config, config.initial_lrs, f"policy:{policy}") + _specs(
-        config, config.initial_lrs, "constant"
-    )
+def policy_specs(config: EvalConfig, policy: str, constants: bool = True) -> list[RunSpec]:
+    """The policy's runs, and (`constants`) the constant rates it starts from: leave them out
+    when the oracle rows already hold them (the initial rates on the oracle grid)."""
+    specs = _specs(config, config.initial_lrs, f"policy:{policy}")
+    return specs + (_specs(config, config.initial_lrs, "constant") if constants else [])
 
 
 def _specs(config: EvalConfig, lrs: Iterable[float], method: str) -> list[RunSpec]:
