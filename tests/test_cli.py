@@ -128,7 +128,8 @@ def test_shipped_configs_are_the_checkout_folder_in_an_editable_install() -> Non
 
 
 def test_every_shipped_yaml_file_has_exactly_one_kind() -> None:
-    assert names("suite") == ["compare_tiny", "graduated", "hansen", "nn", "noise_nn"]
+    suites = ["compare_tiny", "graduated", "hansen", "long", "nn", "noise_nn", "outside"]
+    assert names("suite") == [*suites, "sequence"]
     assert names("train") == ["default", "noise", "tiny"]
     assert names("search") == ["sweep_example", "sweep_tiny"]
     listed = {*names("suite"), *names("train"), *names("search")}
