@@ -176,14 +176,21 @@ def example_budget(problem: Problem, steps: int) -> int | None:
 
 
 def run_policy(
-    problem: Problem, optimizer: torch.optim.Optimizer, policy, steps: int, record: bool = True
+    problem: Problem,
+    optimizer: torch.optim.Optimizer,
+    policy,
+    steps: int,
+    record: bool = True,
+    tell_budget: bool = False,
 ) -> RunResult:
     """`run_inner` under a `QLRScheduler` running `policy`, the deployment path.
 
     A policy that sets the batch size gets the budget of `steps` at the starting batch, in
-    examples: a grown batch costs its examples, so it takes fewer, larger steps.
+    examples: a grown batch costs its examples, so it takes fewer, larger steps. With
+    `tell_budget` the scheduler is told the budget (``total_steps=steps``).
     """
-    scheduler = make_scheduler(problem, optimizer, policy)
+    total = steps if tell_budget else None
+    scheduler = make_scheduler(problem, optimizer, policy, total_steps=total)
     max_examples = None
     if scheduler.policy.batch_factors is not None:
         max_examples = example_budget(problem, steps)

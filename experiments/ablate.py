@@ -54,7 +54,20 @@ VAL = EvalConfig(
     seed=3_000_003,  # val instances of their own: neither the periodic evaluation's nor test's
 )
 HELD_OUT = replace(VAL, distribution="test", families=("ackley", "digits_mlp"), seed=4_000_003)
-SCORINGS = {"val": VAL, "heldout": HELD_OUT}
+# Long runs, ten times a training episode: minibatch problems of `val` at loss scale 1 from a
+# rate ten times too low and a reasonable one, without and with the budget told.
+LONG = EvalConfig(
+    distribution="val_stochastic",
+    instances=1,
+    optimizers=("sgd", "adam"),
+    initial_lrs=(1e-3, 1e-2),
+    steps=3000,
+    seed=5_000_003,
+    families=("least_squares", "logistic", "mlp", "digits_cnn"),
+)
+LONG_BUDGET = replace(LONG, tell_budget=True)
+SCORINGS = {"val": VAL, "heldout": HELD_OUT, "long": LONG, "long_budget": LONG_BUDGET}
+"""Every scoring; `--scorings` picks those a round reads (round four: val and heldout)."""
 RULE = "slope_rule"  # the arm every trained variant must beat; scored, never trained
 
 V4 = (
@@ -200,42 +213,67 @@ def _pooled(summaries: list[dict], key: str) -> float:
     return sum(s["overall"][key] * s["overall"]["runs"] for s in summaries) / runs
 
 
-def table(results: dict[str, dict[str, list[dict]]], timesteps: int, seeds: list[int]) -> str:
+SCORING_NOTES = {
+    "val": "`val`: the training families at sizes between train and test, {instances} instances "
+    "per family, optimizers {optimizers}, initial rates {lrs}, {steps} gradient evaluations.",
+    "heldout": "held-out: families ackley and digits_mlp at test sizes on instances of their "
+    "own, optimizers {optimizers}, initial rates {lrs}, {steps} gradient evaluations.",
+    "long": "long: minibatch `val` families {families}, {steps} steps (ten times a training "
+    "episode), optimizers {optimizers}, initial rates {lrs}; no budget told.",
+    "long_budget": "long, budget told: the same runs with QLRScheduler(total_steps={steps}).",
+}
+
+
+def table(
+    results: dict[str, dict[str, list[dict]]],
+    scorings: list[str],
+    timesteps: int,
+    seeds: list[int],
+) -> str:
+    """One table per scoring: per-seed medians, the median over seeds, pooled mean, within 2x,
+    harm and divergences."""
     lines = [
         f"Each variant: `default.yaml` with the overrides in `experiments/ablate.py`, "
-        f"{timesteps:,} transitions, training seeds {', '.join(map(str, seeds))}. "
-        f"`val`: {VAL.instances} instances per family, optimizers {', '.join(VAL.optimizers)}, "
-        f"initial rates {', '.join(f'{x:g}' for x in VAL.initial_lrs)}, {VAL.steps} gradient "
-        "evaluations. Held-out: families ackley and digits_mlp at test sizes on instances of "
-        "their own. Scores are log10(final / oracle constant): lower is better. Harm: the run "
-        "ends above 2x the loss of the constant rate it started from.",
-        "",
-        "| variant | what changes | val median per seed | val median | val mean | val within 2x "
-        "| val harm | held-out median per seed | held-out median | held-out mean "
-        "| divergences (avoidable) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"{timesteps:,} transitions, training seeds {', '.join(map(str, seeds))}; the slope rule "
+        "is scored as it is (no training). Scores are log10(final / oracle constant): lower is "
+        "better. Harm: the run ends above 2x the loss of the constant rate it started from.",
     ]
-    for variant, by_scoring in results.items():
-        val, held = by_scoring["val"], by_scoring["heldout"]
-        what = "the rule itself, through QLRScheduler (no training)"
-        if variant in VARIANTS:
-            what = VARIANTS[variant][1]
-
-        def per_seed(summaries: list[dict], key: str = "median_log10_vs_oracle") -> str:
-            return " / ".join(f"{s['overall'][key]:+.2f}" for s in summaries)
-
-        def median(summaries: list[dict]) -> float:
-            return float(np.median([s["overall"]["median_log10_vs_oracle"] for s in summaries]))
-
-        divergences = sum(s["overall"]["divergences"] for s in val + held)
-        avoidable = sum(s["overall"]["avoidable_divergences"] for s in val + held)
-        lines.append(
-            f"| {variant} | {what} | {per_seed(val)} | {median(val):+.2f} | "
-            f"{_pooled(val, 'mean_log10_vs_oracle'):+.2f} | "
-            f"{_pooled(val, 'within_2x_of_oracle'):.0%} | {_pooled(val, 'harmed'):.0%} | "
-            f"{per_seed(held)} | {median(held):+.2f} | "
-            f"{_pooled(held, 'mean_log10_vs_oracle'):+.2f} | {divergences} ({avoidable}) |"
+    for name in scorings:
+        config = SCORINGS[name]
+        note = SCORING_NOTES[name].format(
+            instances=config.instances,
+            optimizers=", ".join(config.optimizers),
+            lrs=", ".join(f"{x:g}" for x in config.initial_lrs),
+            steps=config.steps,
+            families=", ".join(config.families or ()),
         )
+        lines += [
+            "",
+            f"### {name}",
+            "",
+            note,
+            "",
+            "| variant | what changes | median per seed | median of seeds | mean | within 2x "
+            "| harm | divergences (avoidable) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for variant, by_scoring in results.items():
+            summaries = by_scoring.get(name) or []
+            if not summaries:
+                continue
+            what = "the rule itself, through QLRScheduler (no training)"
+            if variant in VARIANTS:
+                what = VARIANTS[variant][1]
+            medians = [s["overall"]["median_log10_vs_oracle"] for s in summaries]
+            divergences = sum(s["overall"]["divergences"] for s in summaries)
+            avoidable = sum(s["overall"]["avoidable_divergences"] for s in summaries)
+            lines.append(
+                f"| {variant} | {what} | {' / '.join(f'{m:+.2f}' for m in medians)} | "
+                f"{float(np.median(medians)):+.2f} | "
+                f"{_pooled(summaries, 'mean_log10_vs_oracle'):+.2f} | "
+                f"{_pooled(summaries, 'within_2x_of_oracle'):.0%} | "
+                f"{_pooled(summaries, 'harmed'):.0%} | {divergences} ({avoidable}) |"
+            )
     return "\n".join(lines)
 
 
@@ -245,6 +283,8 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--timesteps", type=int, default=120_000)
     parser.add_argument("--jobs", type=int, default=2, help="trainings (and eval workers) at once")
+    parser.add_argument("--scorings", nargs="+", default=["val", "heldout"], choices=list(SCORINGS))
+    parser.add_argument("--round", default="round4", help="name of the table and JSON files")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ablation")
     parser.add_argument(
         "--results", type=Path, default=ROOT / "experiments" / "results" / "ablation"
@@ -255,45 +295,47 @@ def main() -> int:
     with ThreadPoolExecutor(args.jobs) as pool:
         policies = list(pool.map(lambda p: train_run(*p, args.timesteps, args.out), pairs))
     policies.append(rule_policy(args.out))
-    for name, config in SCORINGS.items():
+    for name in args.scorings:
+        config = SCORINGS[name]
         oracle = oracle_rows(name, config, args.out, args.jobs)
         for policy in policies:
             score(policy, name, config, oracle, args.jobs)
-    # The table covers every variant scored so far in --out, not only this invocation's.
+    # The table covers every variant of --variants scored so far in --out, not only this
+    # invocation's seeds.
     results: dict[str, dict[str, list[dict]]] = {}
     seeds: set[int] = set()
-    for variant in [RULE, *VARIANTS]:
+    for variant in [RULE, *args.variants]:
         for run_dir in sorted(args.out.glob(f"{variant}__*")) or [args.out / variant]:
-            caches = {name: run_dir / f"{name}_scores.json" for name in SCORINGS}
+            caches = {name: run_dir / f"{name}_scores.json" for name in args.scorings}
             if all(c.is_file() for c in caches.values()):
                 for name, cache in caches.items():
-                    entry = results.setdefault(variant, {n: [] for n in SCORINGS})
+                    entry = results.setdefault(variant, {n: [] for n in args.scorings})
                     entry[name].append(json.loads(cache.read_text()))
                 if "__" in run_dir.name:
                     seeds.add(int(run_dir.name.rsplit("__", 1)[1]))
-    text = table(results, args.timesteps, sorted(seeds))
+    text = table(results, args.scorings, args.timesteps, sorted(seeds))
     print(text)
     args.results.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(args.results / "round4_table.md", (text + "\n").encode())
+    atomic_write_bytes(args.results / f"{args.round}_table.md", (text + "\n").encode())
     raw = {
-        "scorings": {name: asdict(config) for name, config in SCORINGS.items()},
+        "scorings": {name: asdict(SCORINGS[name]) for name in args.scorings},
         "timesteps": args.timesteps,
         "seeds": sorted(seeds),
-        "variants": {v: VARIANTS[v][0] for v in VARIANTS},
+        "variants": {v: VARIANTS[v][0] for v in args.variants},
         "results": {
-            v: {name: [s["overall"] for s in r[name]] for name in SCORINGS}
+            v: {name: [s["overall"] for s in r[name]] for name in args.scorings}
             for v, r in results.items()
         },
         "families": {
-            v: {name: [s["families"] for s in r[name]] for name in SCORINGS}
+            v: {name: [s["families"] for s in r[name]] for name in args.scorings}
             for v, r in results.items()
         },
         "optimizers": {
-            v: {name: [s.get("optimizers", {}) for s in r[name]] for name in SCORINGS}
+            v: {name: [s.get("optimizers", {}) for s in r[name]] for name in args.scorings}
             for v, r in results.items()
         },
     }
-    atomic_write_bytes(args.results / "round4.json", json.dumps(raw, indent=1).encode())
+    atomic_write_bytes(args.results / f"{args.round}.json", json.dumps(raw, indent=1).encode())
     return 0
 
 

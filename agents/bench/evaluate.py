@@ -58,6 +58,8 @@ class EvalConfig:
     """Seed of the first held-out instance."""
     families: tuple[str, ...] | None = None
     """Restrict to these families of the distribution (default: all)."""
+    tell_budget: bool = False
+    """Tell the policy the run's budget (``QLRScheduler(total_steps=steps)``)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class RunSpec:
     lr: float
     steps: int
     method: str  # "constant" or "policy:<path or name>"
+    tell_budget: bool = False  # the policy is told the budget
 
 
 @dataclass
@@ -120,7 +123,9 @@ def execute(spec: RunSpec) -> dict:
     method, extra = spec.method, 0
     if spec.method.startswith("policy:"):
         policy = spec.method.split(":", 1)[1]
-        result = run_policy(problem, optimizer, policy, spec.steps, record=False)
+        result = run_policy(
+            problem, optimizer, policy, spec.steps, record=False, tell_budget=spec.tell_budget
+        )
         method = "policy"
     elif spec.method == "constant":
         result = run_inner(problem, optimizer, spec.steps, record=False)
@@ -196,7 +201,16 @@ def policy_specs(config: EvalConfig, policy: str, constants: bool = True) -> lis
 
 def _specs(config: EvalConfig, lrs: Iterable[float], method: str) -> list[RunSpec]:
     return [
-        RunSpec(family, tuple(sorted(kwargs.items())), seed, opt, float(lr), config.steps, method)
+        RunSpec(
+            family,
+            tuple(sorted(kwargs.items())),
+            seed,
+            opt,
+            float(lr),
+            config.steps,
+            method,
+            config.tell_budget and method.startswith("policy:"),
+        )
         for family, kwargs, seed in instances(config)
         for opt in config.optimizers
         for lr in lrs
@@ -324,6 +338,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizers", nargs="+", default=list(EvalConfig.optimizers))
     parser.add_argument("--families", nargs="+", default=None)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument(
+        "--tell-budget",
+        action="store_true",
+        help="tell the policy each run's budget (QLRScheduler(total_steps=--steps))",
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
     parser.add_argument(
@@ -344,6 +363,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         seed=args.seed,
         families=tuple(args.families) if args.families else None,
+        tell_budget=args.tell_budget,
     )
     from qlr.agents.errors import UsageError
 
