@@ -75,75 +75,67 @@ V4 = (
     "loss_rise_fraction,loss_noise,nonfinite,lr_drift,update_slope,update_slope_spread,"
     "armijo_ratio,update_size]"
 )
-COMMON = [V4, "env.spike_factor=null", "env.max_lr_growth=null", "env.lr_bounds=[1e-8,10.0]"]
-PLAIN = ["demonstrations.source=null", "dqn.exploration_initial_eps=1.0", "dqn.n_steps=1"]
-RULE_DEMOS = ["demonstrations.source=rule", "dqn.exploration_initial_eps=0.2"]
-TEACHER_DEMOS = [
-    "demonstrations.source=teacher",
-    "demonstrations.episodes=100",
-    "demonstrations.options={horizon: 30}",
-    "dqn.exploration_initial_eps=0.2",
-]
+
+
+def recipe(
+    demonstrations: str | None = "rule",
+    gamma: float = 0.9,
+    n_steps: int = 5,
+    factors: int = 5,
+    guard: tuple[float, float] | None = None,
+    max_lr: float = 10.0,
+    growth: float | None = None,
+) -> list[str]:
+    """The overrides of one variant: every key the round-four variants differ in, stated."""
+    overrides = [
+        V4,
+        f"dqn.gamma={gamma}",
+        f"dqn.n_steps={n_steps if demonstrations else 1}",
+        f"env.action_factors={factors}",
+        f"env.spike_factor={'null' if guard is None else guard[0]}",
+        f"env.spike_cut={0.1 if guard is None else guard[1]}",
+        f"env.lr_bounds=[1e-8,{max_lr}]",
+        f"env.max_lr_growth={'null' if growth is None else growth}",
+        f"demonstrations.source={demonstrations or 'null'}",
+        f"dqn.exploration_initial_eps={0.2 if demonstrations else 1.0}",
+    ]
+    if demonstrations == "teacher":  # costly: fewer episodes, a capped look ahead
+        overrides += ["demonstrations.episodes=100", "demonstrations.options={horizon: 30}"]
+    return overrides
+
+
 # name -> (overrides of default.yaml, what it tests)
 VARIANTS: dict[str, tuple[list[str], str]] = {
     "dqn": (
-        [*COMMON, *PLAIN, "dqn.gamma=0.9", "env.action_factors=5"],
+        recipe(demonstrations=None),
         "the new features alone: DQN from scratch (discount 0.9, 1-step)",
     ),
     "rule_dqfd": (
-        [*COMMON, *RULE_DEMOS, "dqn.gamma=0.9", "dqn.n_steps=5", "env.action_factors=5"],
+        recipe(),
         "DQfD with the slope rule as demonstrator (200 episodes, margin 0.8, 5-step returns)",
     ),
     "teacher_dqfd": (
-        [*COMMON, *TEACHER_DEMOS, "dqn.gamma=0.9", "dqn.n_steps=5", "env.action_factors=5"],
+        recipe(demonstrations="teacher"),
         "DQfD with the lookahead teacher as demonstrator (100 episodes, 30 steps ahead)",
     ),
     "rule_dqfd_g99": (
-        [*COMMON, *RULE_DEMOS, "dqn.gamma=0.99", "dqn.n_steps=10", "env.action_factors=5"],
+        recipe(gamma=0.99, n_steps=10),
         "rule_dqfd with a longer credit horizon: discount 0.99, 10-step returns",
     ),
     "rule_dqfd_a7": (
-        [*COMMON, *RULE_DEMOS, "dqn.gamma=0.9", "dqn.n_steps=5", "env.action_factors=7"],
+        recipe(factors=7),
         "rule_dqfd with finer factors (x0.5 x0.71 x0.9 x1 x1.1 x1.41 x2)",
     ),
     "rule_dqfd_guard": (
-        [
-            *RULE_DEMOS,
-            V4,
-            "env.spike_factor=3.0",
-            "env.spike_cut=0.5",
-            "env.max_lr_growth=null",
-            "env.lr_bounds=[1e-8,10.0]",
-            "dqn.gamma=0.9",
-            "dqn.n_steps=5",
-            "env.action_factors=5",
-        ],
+        recipe(guard=(3.0, 0.5)),
         "rule_dqfd with a mild spike guard (x0.5 when a rising loss passes 3x the block mean)",
     ),
     "rule_dqfd_cap1e4": (
-        [
-            *RULE_DEMOS,
-            V4,
-            "env.spike_factor=null",
-            "env.max_lr_growth=null",
-            "env.lr_bounds=[1e-8,1e4]",
-            "dqn.gamma=0.9",
-            "dqn.n_steps=5",
-            "env.action_factors=5",
-        ],
+        recipe(max_lr=1e4),
         "rule_dqfd with the rate's cap at 1e4 instead of 10",
     ),
     "rule_dqfd_relcap": (
-        [
-            *RULE_DEMOS,
-            V4,
-            "env.spike_factor=null",
-            "env.max_lr_growth=1000.0",
-            "env.lr_bounds=[1e-8,1e4]",
-            "dqn.gamma=0.9",
-            "dqn.n_steps=5",
-            "env.action_factors=5",
-        ],
+        recipe(max_lr=1e4, growth=1000.0),
         "rule_dqfd with the cap relative to the start: at most 1000x the starting rate",
     ),
 }

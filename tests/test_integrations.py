@@ -250,21 +250,10 @@ PROGRESS_FEATURES = ("loss_change_block", "progress", "budget_known")
 def test_lightning_hands_its_step_budget_to_the_scheduler(make_policy):
     """3 epochs of 16 batches, 2 accumulated per optimizer step: 24 optimizer steps."""
     pytest.importorskip("lightning")
-    import lightning.pytorch as pl
-
     from qlr.integrations.lightning import QLRCallback
 
     callback = QLRCallback(policy=make_policy(favour=1, interval=3, features=PROGRESS_FEATURES))
-    trainer = pl.Trainer(
-        max_epochs=3,
-        accumulate_grad_batches=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[callback],
-    )
+    trainer = lightning_trainer(callback, max_steps=-1, max_epochs=3, accumulate_grad_batches=2)
     trainer.fit(lightning_module(), lightning_loader())
     sched = callback.scheduler
     assert sched.controller.total_steps == 24 and sched.steps == 24
