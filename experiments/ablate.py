@@ -130,6 +130,10 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
         recipe(guard=(3.0, 0.5)),
         "rule_dqfd with a mild spike guard (x0.5 when a rising loss passes 3x the block mean)",
     ),
+    "rule_dqfd_guard10": (
+        recipe(guard=(10.0, 0.1)),
+        "rule_dqfd with a guard on real divergence only (x0.1 when a rising loss passes 10x)",
+    ),
     "rule_dqfd_cap1e4": (
         recipe(max_lr=1e4),
         "rule_dqfd with the rate's cap at 1e4 instead of 10",
