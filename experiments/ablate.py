@@ -69,6 +69,16 @@ LONG_BUDGET = replace(LONG, tell_budget=True)
 SCORINGS = {"val": VAL, "heldout": HELD_OUT, "long": LONG, "long_budget": LONG_BUDGET}
 """Every scoring; `--scorings` picks those a round reads (round four: val and heldout)."""
 RULE = "slope_rule"  # the arm every trained variant must beat; scored, never trained
+# name -> (qlr.rules.slope_rule arguments, what changes): hand rules, scored, never trained.
+RULES: dict[str, tuple[dict[str, float], str]] = {
+    RULE: ({}, "the rule itself, through QLRScheduler (no training)"),
+    "slope_rule_up2": ({"up": 2.0}, "the rule raising x2 instead of x1.41"),
+    "slope_rule_cut05": ({"lower_below": -0.5}, "the rule cutting below r = -0.5, not -0.9"),
+    "slope_rule_up2_cut05": (
+        {"up": 2.0, "lower_below": -0.5},
+        "the rule raising x2 and cutting below r = -0.5",
+    ),
+}
 
 V4 = (
     "env.features=[loss_change_step,loss_change_block,loss_above_best,loss_rank,"
@@ -174,11 +184,11 @@ def train_run(variant: str, seed: int, timesteps: int, out: Path) -> Path:
     return policy
 
 
-def rule_policy(out: Path) -> Path:
-    """The slope rule as a policy file, so it is scored exactly like the trained ones."""
-    path = out / RULE / "final_policy.qlr"
+def rule_policy(name: str, out: Path) -> Path:
+    """A hand rule as a policy file, so it is scored exactly like the trained ones."""
+    path = out / name / "final_policy.qlr"
     if not path.is_file():
-        save_policy(slope_rule(), path)
+        save_policy(slope_rule(**RULES[name][0]), path)
     return path
 
 
@@ -257,9 +267,7 @@ def table(
             summaries = by_scoring.get(name) or []
             if not summaries:
                 continue
-            what = "the rule itself, through QLRScheduler (no training)"
-            if variant in VARIANTS:
-                what = VARIANTS[variant][1]
+            what = VARIANTS[variant][1] if variant in VARIANTS else RULES[variant][1]
             medians = [s["overall"]["median_log10_vs_oracle"] for s in summaries]
             divergences = sum(s["overall"]["divergences"] for s in summaries)
             avoidable = sum(s["overall"]["avoidable_divergences"] for s in summaries)
@@ -275,12 +283,15 @@ def table(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--timesteps", type=int, default=120_000)
     parser.add_argument("--jobs", type=int, default=2, help="trainings (and eval workers) at once")
     parser.add_argument("--scorings", nargs="+", default=["val", "heldout"], choices=list(SCORINGS))
     parser.add_argument("--round", default="round4", help="name of the table and JSON files")
+    parser.add_argument(
+        "--rules", nargs="+", default=[RULE], choices=list(RULES), help="hand rules to score"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ablation")
     parser.add_argument(
         "--results", type=Path, default=ROOT / "experiments" / "results" / "ablation"
@@ -290,7 +301,7 @@ def main() -> int:
     pairs = [(v, s) for v in args.variants for s in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         policies = list(pool.map(lambda p: train_run(*p, args.timesteps, args.out), pairs))
-    policies.append(rule_policy(args.out))
+    policies += [rule_policy(name, args.out) for name in args.rules]
     for name in args.scorings:
         config = SCORINGS[name]
         oracle = oracle_rows(name, config, args.out, args.jobs)
@@ -300,7 +311,7 @@ def main() -> int:
     # invocation's seeds.
     results: dict[str, dict[str, list[dict]]] = {}
     seeds: set[int] = set()
-    for variant in [RULE, *args.variants]:
+    for variant in [*args.rules, *args.variants]:
         for run_dir in sorted(args.out.glob(f"{variant}__*")) or [args.out / variant]:
             caches = {name: run_dir / f"{name}_scores.json" for name in args.scorings}
             if all(c.is_file() for c in caches.values()):
