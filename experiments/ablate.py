@@ -80,11 +80,12 @@ RULES: dict[str, tuple[dict[str, float], str]] = {
     ),
 }
 
-V4 = (
-    "env.features=[loss_change_step,loss_change_block,loss_above_best,loss_rank,"
-    "loss_rise_fraction,loss_noise,nonfinite,lr_drift,update_slope,update_slope_spread,"
-    "armijo_ratio,update_size]"
+V4_NAMES = (
+    "loss_change_step,loss_change_block,loss_above_best,loss_rank,loss_rise_fraction,loss_noise,"
+    "nonfinite,lr_drift,update_slope,update_slope_spread,armijo_ratio,update_size"
 )
+V4 = f"env.features=[{V4_NAMES}]"
+V5 = f"env.features=[{V4_NAMES},progress,budget_known]"
 
 
 def recipe(
@@ -95,10 +96,15 @@ def recipe(
     guard: tuple[float, float] | None = None,
     max_lr: float = 10.0,
     growth: float | None = None,
+    horizon: int | tuple[int, int] = 60,
+    budget_known: float = 0.0,
 ) -> list[str]:
-    """The overrides of one variant: every key the round-four variants differ in, stated."""
+    """The overrides of one variant: every key the variants differ in, stated."""
+    lengths = horizon if isinstance(horizon, int) else f"[{horizon[0]},{horizon[1]}]"
     overrides = [
-        V4,
+        V5 if budget_known else V4,
+        f"env.horizon={lengths}",
+        f"env.budget_known={budget_known}",
         f"dqn.gamma={gamma}",
         f"dqn.n_steps={n_steps if demonstrations else 1}",
         f"env.action_factors={factors}",
