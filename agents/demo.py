@@ -1,8 +1,9 @@
 """``qlr demo``: train a small network on bundled data with and without the learned controller.
 
 An MLP learns scikit-learn's handwritten digits (bundled with the package, no download) under
-one budget of optimizer steps, three ways per optimizer: the usual constant learning rate, a
-cosine schedule from the same start, and `QLRScheduler` with the shipped default policy. The
+one budget of optimizer steps, four ways per optimizer: the usual constant learning rate, a
+cosine schedule from the same start, `QLRScheduler` with the shipped default policy, and the same
+told the run's budget (``total_steps``, the ``qlr+budget`` rows). The
 demo prints a table, writes TensorBoard logs and saves a figure of loss curves and learning
 rates side by side. With ``--results DIR`` it also records the table (``demo.md``), its numbers
 (``demo.json``) and the figure (``demo.png``) in DIR, as ``experiments/demo_table.sh`` does for
@@ -22,7 +23,7 @@ from pathlib import Path
 from qlr._atomic import atomic_write_bytes
 from qlr.agents.figures import save_figure
 
-METHODS = ("constant", "cosine", "qlr")
+METHODS = ("constant", "cosine", "qlr", "qlr+budget")
 # What a user typically starts with: torch's examples use 0.01 for SGD, Adam's paper 1e-3.
 DEFAULT_RATES = {"sgd": 0.01, "adam": 1e-3}
 
@@ -182,12 +183,14 @@ def _train(data, optimizer_name: str, method: str, args, bar) -> DemoRun:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = len(x_train) // args.batch_size
     total_steps = args.epochs * steps_per_epoch
-    writer = SummaryWriter(args.out / "tensorboard" / f"{optimizer_name}_{method}")
+    tag = method.replace("+", "_")
+    writer = SummaryWriter(args.out / "tensorboard" / f"{optimizer_name}_{tag}")
     scheduler = None
     if method == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    elif method == "qlr":
-        scheduler = QLRScheduler(optimizer, policy=args.policy, writer=writer)
+    elif method.startswith("qlr"):
+        told = total_steps if method == "qlr+budget" else None
+        scheduler = QLRScheduler(optimizer, policy=args.policy, writer=writer, total_steps=told)
     result = DemoRun(optimizer_name, method)
     generator = torch.Generator().manual_seed(args.seed)
     began = time.perf_counter()
@@ -201,7 +204,7 @@ def _train(data, optimizer_name: str, method: str, args, bar) -> DemoRun:
             loss.backward()
             result.lrs.append(optimizer.param_groups[0]["lr"])
             optimizer.step()
-            if method == "qlr":
+            if method.startswith("qlr"):
                 scheduler.step(loss)
             elif scheduler is not None:
                 scheduler.step()
@@ -226,12 +229,12 @@ def _table(results: list[DemoRun], args) -> str:
     lines = [
         f"MLP 64-64-10 on the digits data set, {args.epochs} epochs, batch {args.batch_size}",
         "",
-        f"{'optimizer':<10}{'schedule':<10}{'start lr':>10}{'final lr':>11}"
+        f"{'optimizer':<10}{'schedule':<12}{'start lr':>10}{'final lr':>11}"
         f"{'train loss':>12}{'test acc':>10}{'time (s)':>10}",
     ]
     for r in results:
         lines.append(
-            f"{r.optimizer:<10}{r.method:<10}{r.lrs[0]:>10.3g}{r.lrs[-1]:>11.3g}"
+            f"{r.optimizer:<10}{r.method:<12}{r.lrs[0]:>10.3g}{r.lrs[-1]:>11.3g}"
             f"{r.train_loss[-1]:>12.4f}{r.test_accuracy:>10.1%}{r.wall_time:>10.1f}"
         )
     return "\n".join(lines)
@@ -244,7 +247,7 @@ def _plot(results: list[DemoRun], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
-    styles = {"constant": ":", "cosine": "--", "qlr": "-"}
+    styles = {"constant": ":", "cosine": "--", "qlr": "-", "qlr+budget": "-."}
     colors = {"sgd": "tab:blue", "adam": "tab:orange"}
     for r in results:
         label = f"{r.optimizer} {r.method}"

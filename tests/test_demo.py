@@ -22,6 +22,7 @@ def test_demo_records_its_table_and_numbers(tmp_path: Path, capsys) -> None:
         ("sgd", "constant"),
         ("sgd", "cosine"),
         ("sgd", "qlr"),
+        ("sgd", "qlr+budget"),
     ]
     for run in record["runs"]:
         assert len(run["train_loss"]) == len(run["lr_per_epoch"]) == len(run["steps"]) == 2
@@ -33,7 +34,7 @@ def test_demo_records_its_table_and_numbers(tmp_path: Path, capsys) -> None:
         )
         assert row in table
         assert f"{run['final_train_loss']:.4f}" in printed
-    constant, cosine, _ = record["runs"]
+    constant, cosine, _, _ = record["runs"]
     assert constant["final_lr"] == constant["start_lr"] > cosine["final_lr"]
 
 
