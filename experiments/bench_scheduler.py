@@ -22,7 +22,7 @@ page faults per step, and a second table the memory the scheduler holds.
 GPU (``--device cuda``): the same MLP, a transformer of about 25M and one of about 100M
 parameters (64 tokens a sequence, TF32 matmuls), the same optimizers and batches, timed with CUDA
 events. The loop never reads its loss (``scheduler.step`` gets the tensor), so every
-host synchronisation left is the scheduler's: a separate run of 20 blocks counts, per step, the
+host synchronisation left is the scheduler's: a separate run of 4 blocks counts, per step, the
 synchronising CUDA calls (``torch.cuda.set_sync_debug_mode("warn")``) and the scheduler's waits
 for the previous step's values (``torch.cuda.Event.synchronize``), with how many of those found
 the values not yet there. About five minutes on one GPU; writes bench_scheduler_gpu.md.
@@ -68,7 +68,9 @@ SEQUENCE = 64  # tokens per sequence of the transformers
 VOCAB = 4096
 UPDATE_FEATURES = tuple(n for n in FEATURE_NAMES if n not in GRADIENT_FEATURES | {"batch_growth"})
 TARGETS = {32: 0.05, 128: 0.02, 512: 0.02}
-SYNC_BLOCKS = 20  # decision blocks run under the sync counters
+SYNC_BLOCKS = 4  # decision blocks run under the sync counters
+# Rounds and seconds per round and loop, by device: the GPU run must fit in about five minutes.
+DEFAULT_ROUNDS = {"cpu": (15, 0.3), "cuda": (5, 0.2)}
 
 
 # ---------------------------------------------------------------------------------- models
@@ -164,7 +166,8 @@ class Loop:
     ) -> None:
         lr, make = OPTIMIZERS[optimizer]
         torch.manual_seed(0)
-        self.model = spec.build().to(device)
+        with device:  # initialised where it trains: a 100M model is slow to build on a CPU
+            self.model = spec.build()
         self.optimizer = make(self.model.parameters(), lr)
         self.scheduler = None
         if policy is not None:
@@ -453,7 +456,8 @@ def markdown(
         "",
     ]
     for name in args.models:
-        size = sum(p.numel() for p in MODELS[name].build().parameters())
+        with torch.device("meta"):  # shapes only
+            size = sum(p.numel() for p in MODELS[name].build().parameters())
         lines.append(f"- `{name}`: {size:,} parameters")
     if cuda:
         lines += [
@@ -492,10 +496,8 @@ def markdown(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds per setting")
-    parser.add_argument(
-        "--round-seconds", type=float, default=0.3, help="target time of one round per loop"
-    )
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per setting")
+    parser.add_argument("--round-seconds", type=float, help="target time of a round per loop")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), help="default: per device")
     parser.add_argument("--optimizers", nargs="+", choices=list(OPTIMIZERS), default=None)
     parser.add_argument("--batches", nargs="+", type=int, default=None)
@@ -506,6 +508,9 @@ def main() -> None:
             f"bench_scheduler.py: --device cuda needs a CUDA GPU, and torch {torch.__version__} "
             "sees none here"
         )
+    rounds, round_seconds = DEFAULT_ROUNDS[args.device]
+    args.rounds = args.rounds or rounds
+    args.round_seconds = args.round_seconds or round_seconds
     args.models = args.models or list(DEFAULT_MODELS[args.device])
     args.optimizers = args.optimizers or list(OPTIMIZERS)
     args.batches = args.batches or list(BATCH_SIZES)
