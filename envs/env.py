@@ -127,7 +127,7 @@ class LearningRateEnv(gym.Env):
       `spike_factor` is None). A trained policy file records them and the scheduler applies
       the same guard, with the same timing: a step's statistics are read on the next inner
       step, so a cut reaches the rate one step late (at once on a block's last step), as the
-      scheduler reads them so as never to wait for an accelerator.
+      scheduler reads them so as not to stall an accelerator.
     - `max_lr_growth`: when set, the rate is never raised above this multiple of the episode's
       starting rate (a bound relative to the start, on top of `lr_bounds`); recorded in a
       trained policy file like the guard.
@@ -143,7 +143,7 @@ class LearningRateEnv(gym.Env):
       `budget_known` (17-18) with `budget_known` and episode lengths drawn from a `horizon`
       range. Defaults are unchanged: a policy selects the features it reads. The guards
       then came to act one inner step late (at once on a block's last step), as the scheduler
-      does now that it never waits for an accelerator between decisions.
+      does now that it does not stall an accelerator between decisions.
     """
 
     metadata = {"render_modes": []}

@@ -115,11 +115,12 @@ class LRController:
       A loss that is merely noisy rarely reaches twice its recent mean.
 
     They act one step late: a step's loss and gradient statistics stay on their device until
-    the next `record_step` reads them (one small transfer, long finished on an accelerator), so
-    that between decisions a training loop never waits for the device. The cut for step t
-    therefore reaches the rate after step t + 1, except on the step that completes a block,
-    which is read at once because the decision needs it: a cut on that step comes before the
-    decision, as it always did. The environment and the scheduler share this timing.
+    the next `record_step` reads them (one small transfer, usually finished on an accelerator by
+    then), so that between decisions a training loop never waits for the step it has just
+    queued. The cut for step t therefore reaches the rate after step t + 1, except on the step
+    that completes a block, which is read at once because the decision needs it: a cut on that
+    step comes before the decision, as it always did. The environment and the scheduler share
+    this timing.
 
     With `batch_factors`, every action is a pair (rate factor, batch factor): action
     ``i * len(batch_factors) + j`` multiplies the rate by ``action_factors[i]`` and the batch size

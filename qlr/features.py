@@ -64,8 +64,10 @@ Host reads. `FeatureTracker.queue` leaves a step's loss (a float, or a 0-dim ten
 device) and its reductions where they are: one per-parameter dot product per reduction, stacked
 into one small vector (on CUDA copied into pinned host memory without blocking). They are read,
 and summed in double precision, by `FeatureTracker.finish`: `LRController` calls it on the next
-step, when the device has long computed them, or at once on the step that completes a block,
-since the decision needs it. So between decisions a training loop never waits for the device.
+step, when the device has usually computed them, or at once on the step that completes a
+block, since the decision needs it. So between decisions a training loop never waits for the
+step it has just queued, only (at worst) for the one before.
+
 On an accelerator the squared norms come from one multi-tensor kernel and the update chain moves
 its buffer with multi-tensor ops, which agree with the per-parameter loop of the CPU to float
 rounding; on the CPU the loop keeps each parameter in cache while it is read.

@@ -30,10 +30,12 @@ class QLRScheduler:
     * The learning rate lives in the optimizer. ``load_state_dict`` restores the scheduler's
       memory (features, counters) but leaves the optimizer's rate as it is: restore the optimizer's
       own state dict as well, as with any torch scheduler, and the run continues without a jump.
-    * Between decisions ``step(loss)`` never waits for the device: pass the loss as a tensor
+    * Between decisions ``step(loss)`` does not stall the device: pass the loss as a tensor
       (no ``.item()``), and the step's loss and gradient statistics stay on the device until
-      the next ``step`` reads them, long computed by then (on CUDA through a non-blocking copy
-      into pinned memory). A decision reads its own step at once: one wait per decision.
+      the next ``step`` reads them, usually computed by then (on CUDA through a non-blocking
+      copy into pinned memory). At worst it waits for the previous step's work, never for the
+      current step's, which stays queued. A decision reads its own step at once: one full wait
+      per decision.
     * A NaN or infinite loss or gradient never raises: the rate is multiplied by
       ``nonfinite_cut`` (0.1 by default), a warning is logged once, and nothing non-finite
       reaches the policy.
