@@ -96,8 +96,9 @@ class LearningRateEnv(gym.Env):
     (at most 10 times), since a user would not keep a rate that fails at once.
 
     ## Episode End
-    - Terminated: the loss (or a gradient) became NaN or infinite, or the loss rose above
-      `divergence_factor` times its initial value. The reward is `-divergence_penalty`.
+    - Terminated: the loss (or a gradient, seen one inner step later) became NaN or infinite,
+      or the loss rose above `divergence_factor` times its initial value. The reward is
+      `-divergence_penalty`.
     - Truncated: the episode's `horizon` decisions were taken (with `batch_factors`: the
       example budget      is spent).
 
@@ -124,7 +125,9 @@ class LearningRateEnv(gym.Env):
     - `features`: names of the observed features (see `qlr.FEATURE_NAMES`); default all.
     - `spike_factor`, `spike_cut`: the per-step spike guard of `qlr.LRController` (off when
       `spike_factor` is None). A trained policy file records them and the scheduler applies
-      the same guard.
+      the same guard, with the same timing: a step's statistics are read on the next inner
+      step, so a cut reaches the rate one step late (at once on a block's last step), as the
+      scheduler reads them so as not to stall an accelerator.
     - `max_lr_growth`: when set, the rate is never raised above this multiple of the episode's
       starting rate (a bound relative to the start, on top of `lr_bounds`); recorded in a
       trained policy file like the guard.
@@ -138,7 +141,9 @@ class LearningRateEnv(gym.Env):
       (`batch_factors`); the default rate-only observation is unchanged. Feature version 4
       added the update features (13-16) and `max_lr_growth`; version 5 `progress` and
       `budget_known` (17-18) with `budget_known` and episode lengths drawn from a `horizon`
-      range. Defaults are unchanged: a policy selects the features it reads.
+      range. Defaults are unchanged: a policy selects the features it reads. The guards
+      then came to act one inner step late (at once on a block's last step), as the scheduler
+      does now that it does not stall an accelerator between decisions.
     """
 
     metadata = {"render_modes": []}

@@ -106,13 +106,21 @@ def scale_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
 class LRController:
     """Observe every step, decide every `decision_interval` steps, clamp, and guard.
 
-    Two guards act between decisions, at once, on the step that trips them:
+    Two guards act between decisions, on the step that trips them:
 
     * a NaN or infinite loss or gradient multiplies the rate by `nonfinite_cut`;
     * with `spike_factor` set, a loss above `spike_factor` times the mean loss of the previous
       block, and above the loss of the step before, multiplies the rate by `spike_cut`. A loss
       that keeps rising is cut on every step; one that falls back after a cut is left to recover.
       A loss that is merely noisy rarely reaches twice its recent mean.
+
+    They act one step late: a step's loss and gradient statistics stay on their device until
+    the next `record_step` reads them (one small transfer, usually finished on an accelerator by
+    then), so that between decisions a training loop never waits for the step it has just
+    queued. The cut for step t therefore reaches the rate after step t + 1, except on the step
+    that completes a block, which is read at once because the decision needs it: a cut on that
+    step comes before the decision, as it always did. The environment and the scheduler share
+    this timing.
 
     With `batch_factors`, every action is a pair (rate factor, batch factor): action
     ``i * len(batch_factors) + j`` multiplies the rate by ``action_factors[i]`` and the batch size
@@ -199,7 +207,9 @@ class LRController:
             features=self.features,
         )
         self.total_steps = check_total_steps(total_steps)
-        self.last_cut: str | None = None  # "nonfinite" or "spike": the guard just tripped
+        self.last_cut: str | None = None  # "nonfinite" or "spike": a guard just cut the rate
+        self.last_cuts: tuple[str, ...] = ()  # every cut of the last record_step, in order
+        self.held_cuts: list[str] = []  # judged by flush, returned by the next record_step
         self.examples = 0  # examples spent since the run started (batch control only)
         self.blocks = 0  # decision blocks closed since the run started
         self.start_batch_size: int | None = None
@@ -245,6 +255,8 @@ class LRController:
     def reset(self) -> None:
         self.tracker.reset()
         self.last_cut = None
+        self.last_cuts = ()
+        self.held_cuts = []
         self.examples = self.blocks = 0
         if self.start_batch_size is not None:
             self.batch_size = self.start_batch_size
@@ -255,33 +267,61 @@ class LRController:
 
     def record_step(
         self,
-        loss: float,
+        loss: float | torch.Tensor,
         grads: Iterable[torch.Tensor | None],
         params: Iterable[torch.Tensor] | None = None,
     ) -> float:
         """Feed one optimizer step; return the factor to apply to the learning rate right now.
 
-        `params` are the parameters after the step, in the order of `grads`; the update
-        features need them (see `qlr.features`).
+        `loss` is a float or a 0-dim tensor; `params` are the parameters after the step, in the
+        order of `grads`; the update features need them (see `qlr.features`).
 
-        The factor is 1 for an ordinary step, `nonfinite_cut` for a step whose loss or gradients
-        were not finite and `spike_cut` for a loss spike (see the class docstring); `last_cut`
-        says which guard acted.
+        The step's statistics are queued on their device and read at the next call, so that
+        between decisions nothing waits for the device: the guards judge a step one call
+        later, except the step that completes a block, which is read and judged at once,
+        before the decision. The factor is the product of the guards' cuts decided in this
+        call (1 for none: `nonfinite_cut` for a step whose loss or gradients were not finite,
+        `spike_cut` for a loss spike, see the class docstring); `last_cuts` lists them.
         """
-        reference, previous = self.tracker.reference_loss, self.tracker.last_loss
-        stats = self.tracker.update(loss, grads, params)
+        cuts, self.held_cuts = self.held_cuts, []
+        cuts += self._judge()
+        self.tracker.queue(loss, grads, params)
         self.examples += self.batch_size or 0
-        self.last_cut = None
+        if self.decision_due:
+            cuts += self._judge()
+        self.last_cuts = tuple(cuts)
+        self.last_cut = "nonfinite" if "nonfinite" in cuts else (cuts[-1] if cuts else None)
+        factor = 1.0
+        for kind in cuts:
+            factor *= self.cut_factor(kind)
+        return factor
+
+    def cut_factor(self, kind: str) -> float:
+        """The factor of a guard: ``"nonfinite"`` or ``"spike"``."""
+        return self.nonfinite_cut if kind == "nonfinite" else self.spike_cut
+
+    def flush(self) -> None:
+        """Read and judge a queued step now; its cut comes with the next `record_step`.
+
+        For a state dict, and for a block that ends early: nothing is lost or judged twice.
+        """
+        self.held_cuts += self._judge()
+
+    def _judge(self) -> list[str]:
+        """Finish the queued step, if any, and return the guard that trips on it (or none)."""
+        if not self.tracker.pending:
+            return []
+        reference, previous = self.tracker.reference_loss, self.tracker.last_loss
+        stats = self.tracker.finish()
+        assert stats is not None
         if not stats.finite:
-            self.last_cut = "nonfinite"
-            return self.nonfinite_cut
-        factor = self.spike_factor
+            return ["nonfinite"]
+        loss, factor = stats.loss, self.spike_factor
         # Only while the loss is still rising: once a cut has made the rate stable the loss falls
         # back over a few steps, and cutting on each of them would send the rate to the floor.
         if factor is not None and reference > 0 and loss > factor * reference and loss > previous:
-            self.last_cut = "spike"
-            return self.spike_cut
-        return 1.0
+            return ["spike"]
+        return []
 
     @property
     def decision_due(self) -> bool:
@@ -326,7 +366,11 @@ class LRController:
         return self.tracker.steps / self.total_steps
 
     def observe(self) -> np.ndarray:
-        """The observation for a decision (the selected features); starts the next block."""
+        """The observation for a decision (the selected features); starts the next block.
+
+        A step still queued (a block that ended early) is judged first: see `flush`.
+        """
+        self.flush()
         obs = self.tracker.observation(self.progress)[self._feature_index]
         self.blocks += 1
         self._update_interval()

@@ -30,14 +30,28 @@ class QLRScheduler:
     * The learning rate lives in the optimizer. ``load_state_dict`` restores the scheduler's
       memory (features, counters) but leaves the optimizer's rate as it is: restore the optimizer's
       own state dict as well, as with any torch scheduler, and the run continues without a jump.
+    * Between decisions ``step(loss)`` does not stall the device: pass the loss as a tensor
+      (no ``.item()``), and the step's loss and gradient statistics stay on the device until
+      the next ``step`` reads them, usually computed by then (on CUDA through a non-blocking
+      copy into pinned memory). At worst it waits for the previous step's work, never for the
+      current step's, which stays queued. A decision reads its own step at once: one full wait
+      per decision.
     * A NaN or infinite loss or gradient never raises: the rate is multiplied by
-      ``nonfinite_cut`` (0.1 by default) at once, a warning is logged once, and nothing non-finite
+      ``nonfinite_cut`` (0.1 by default), a warning is logged once, and nothing non-finite
       reaches the policy.
     * If the policy was trained with a spike guard (its file says so), a step whose loss exceeds
-      the guard's multiple of the previous block's mean loss cuts the rate at once, as in
-      training (see `qlr.LRController`).
+      the guard's multiple of the previous block's mean loss cuts the rate, as in training (see
+      `qlr.LRController`).
+    * Both guards act one step late, since a step is read at the next one: the cut for step t
+      reaches the rate after step t + 1 (the optimizer takes one more step at the old rate),
+      except on the last step of a decision block, read at once. Training has the same timing.
+    * A tensor learning rate (``lr=torch.tensor(...)``, as for a compiled or capturable
+      optimizer) is scaled in place by decisions, guards and bounds, so a ``torch.compile``d
+      step sees each new rate without recompiling.
     * With an AMP ``GradScaler`` passed as ``scaler``, a step the scaler skipped (its scale fell)
-      is not counted. Call ``scheduler.step(loss)`` after ``scaler.update()``.
+      is not counted. Call ``scheduler.step(loss)`` after ``scaler.update()``. Telling a skipped
+      step means reading the scale, one wait on every step (the scaler's own ``step`` waits
+      too, unless the optimizer is fused).
     * No total number of steps is needed. When you know it, pass ``total_steps`` (optimizer
       steps, counting one per ``scheduler.step``): a policy trained to read ``progress`` then
       knows how far the run is; one that was not ignores it. A run may go on past
@@ -143,7 +157,8 @@ class QLRScheduler:
         """Record one optimizer step with its loss; decide when the interval is complete.
 
         Args:
-            loss: the loss of the step just taken, a float or a 0-dim tensor.
+            loss: the loss of the step just taken, a float or a 0-dim tensor (read only with
+                the step's other statistics, a step later or at the decision).
         """
         if loss is None:
             raise TypeError(
@@ -151,26 +166,29 @@ class QLRScheduler:
                 "after optimizer.step() (frameworks that call step() without arguments can use "
                 "the callbacks in qlr.integrations)"
             )
-        loss_value = _loss_to_float(loss)
+        loss = _check_loss(loss)  # a float, or a 0-dim tensor left where it is
         if self._scaler_skipped_step():
             return
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        cut = self.controller.record_step(loss_value, [p.grad for p in params], params)
+        # The gradients as a generator: the steps that read none do not collect them.
+        cut = self.controller.record_step(loss, (p.grad for p in params), params)
         self.steps += 1
-        if cut != 1.0:
+        cuts = self.controller.last_cuts
+        if cuts:
             self._apply_factor(cut)
-            self.spike_cuts += self.controller.last_cut == "spike"
+            self.spike_cuts += cuts.count("spike")
             if self.writer is not None:
-                self.writer.add_scalar(f"qlr/{self.controller.last_cut}_cut", cut, self.steps)
-        if self.controller.last_cut == "nonfinite":
-            if not self._warned_nonfinite:
-                logger.warning(
-                    "qlr: non-finite loss or gradient at step %d; learning rate cut by %g "
-                    "(further occurrences are not logged)",
-                    self.steps,
-                    cut,
-                )
-                self._warned_nonfinite = True
+                for kind in cuts:
+                    factor = self.controller.cut_factor(kind)
+                    self.writer.add_scalar(f"qlr/{kind}_cut", factor, self.steps)
+        if "nonfinite" in cuts and not self._warned_nonfinite:
+            logger.warning(
+                "qlr: non-finite loss or gradient (seen at step %d); learning rate cut by %g "
+                "(further occurrences are not logged)",
+                self.steps,
+                self.controller.nonfinite_cut,
+            )
+            self._warned_nonfinite = True
         if self.controller.decision_due:
             self._decide()
         self._last_lr = self._group_lrs()
@@ -219,16 +237,26 @@ class QLRScheduler:
         self._last_scale = scale
         return skipped
 
-    def _group_lrs(self) -> list[float]:
-        return [float(group["lr"]) for group in self.optimizer.param_groups]
+    def _group_lrs(self) -> list[float | torch.Tensor]:
+        # A tensor rate is kept as a copy and read only by get_last_lr: reading it here would
+        # wait for the device on every step.
+        return [
+            group["lr"].detach().clone() if isinstance(group["lr"], torch.Tensor) else group["lr"]
+            for group in self.optimizer.param_groups
+        ]
 
     # ------------------------------------------------------------------ torch scheduler API
     def get_last_lr(self) -> list[float]:
         """The learning rate of every param group after the last step."""
-        return list(self._last_lr)
+        return [float(lr) for lr in self._last_lr]
 
     def state_dict(self) -> dict[str, Any]:
-        """The scheduler's memory, without the optimizer or the policy weights."""
+        """The scheduler's memory, without the optimizer or the policy weights.
+
+        A step still queued is read and judged first; a cut it calls for is kept in the state
+        and applied by the next `step`, as it would have been without saving.
+        """
+        self.controller.flush()
         return {
             "steps": self.steps,
             "decisions": self.decisions,
@@ -242,6 +270,7 @@ class QLRScheduler:
             "examples": self.controller.examples,
             "total_steps": self.controller.total_steps,
             "blocks": self.controller.blocks,
+            "held_cuts": list(self.controller.held_cuts),
             "tracker": self.controller.tracker.state_dict(),
         }
 
@@ -258,6 +287,7 @@ class QLRScheduler:
         if state_dict.get("total_steps") is not None:  # else keep the constructor's budget
             self.controller.total_steps = int(state_dict["total_steps"])
         self.controller.tracker.load_state_dict(state_dict["tracker"])
+        self.controller.held_cuts = [str(kind) for kind in state_dict.get("held_cuts", [])]
         # Absent before decisions were paced in examples: a block count and its examples.
         self.controller.blocks = int(state_dict.get("blocks", self.decisions))
         batch_size = state_dict.get("batch_size")  # absent before batch control
@@ -277,14 +307,15 @@ class QLRScheduler:
         )
 
 
-def _loss_to_float(loss: float | torch.Tensor) -> float:
+def _check_loss(loss: float | torch.Tensor) -> float | torch.Tensor:
+    """The loss as a float, or as a detached tensor (its value is not read here)."""
     if isinstance(loss, torch.Tensor):
         if loss.numel() != 1:
             raise ValueError(
                 f"loss must be a scalar, got a tensor of shape {tuple(loss.shape)}; "
                 "reduce it (e.g. loss.mean()) before passing it"
             )
-        return float(loss.detach().float().item())
+        return loss.detach()
     if isinstance(loss, bool) or not isinstance(loss, (int, float, np.floating, np.integer)):
         raise TypeError(f"loss must be a float or a 0-dim tensor, got {type(loss).__name__}")
     return float(loss)

@@ -21,16 +21,35 @@ def _feed(controller: LRController, losses: list[float]) -> list[float]:
 
 
 def test_spike_guard_cuts_on_a_spike_and_not_on_noise():
-    controller = LRController(decision_interval=4, spike_factor=2.0, spike_cut=0.5)
+    controller = LRController(decision_interval=6, spike_factor=2.0, spike_cut=0.5)
     # First block: reference is the run's first loss (1.0) until a decision closes the block.
-    assert _feed(controller, [1.0, 1.3, 0.7, 1.9]) == [1.0] * 4
+    assert _feed(controller, [1.0, 1.3, 0.7, 1.9, 1.0, 1.45]) == [1.0] * 6
     controller.observe()  # reference becomes the block mean, 1.225
     assert controller.tracker.reference_loss == pytest.approx(1.225)
-    assert _feed(controller, [2.4, 2.5]) == [1.0, 0.5]  # 2.5 > 2 * 1.225, and rising
+    # A step is judged at the next call: 2.5 > 2 * 1.225 and rising is cut when 2.48 comes.
+    assert _feed(controller, [2.4, 2.5, 2.48]) == [1.0, 1.0, 0.5]
     assert controller.last_cut == "spike"
-    assert _feed(controller, [2.48]) == [1.0]  # still above 2x, but falling back: left alone
+    assert _feed(controller, [2.7]) == [1.0]  # 2.48: above 2x, but falling back: left alone
     assert controller.last_cut is None
-    assert _feed(controller, [2.7]) == [0.5]  # rising again
+    assert _feed(controller, [2.6]) == [0.5]  # 2.7: rising again
+    # The step that completes the block is judged at once, before the decision: 2.6 (falling)
+    # is left alone and 2.9 (rising) is cut in the same call.
+    assert _feed(controller, [2.9]) == [0.5]
+    assert controller.last_cuts == ("spike",) and controller.decision_due
+
+
+def test_guards_act_one_step_later_and_at_once_on_a_block_end():
+    controller = LRController(decision_interval=3, spike_factor=2.0, nonfinite_cut=0.1)
+    assert _feed(controller, [1.0, math.nan]) == [1.0, 1.0]  # the nan is still queued
+    assert controller.tracker.pending
+    assert _feed(controller, [1.0]) == [pytest.approx(0.1)]  # judged, and the block ends
+    assert controller.last_cuts == ("nonfinite",) and not controller.tracker.pending
+    controller.observe()
+    # Two cuts in one call: the step before (a NaN gradient) and the block's last step.
+    assert _feed(controller, [1.0]) == [1.0]
+    assert controller.record_step(1.0, _grads(math.nan)) == 1.0
+    assert controller.record_step(math.inf, _grads()) == pytest.approx(0.01)
+    assert controller.last_cuts == ("nonfinite",) * 2
 
 
 def test_spike_guard_is_off_by_default_and_nonfinite_still_wins():

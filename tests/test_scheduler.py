@@ -35,7 +35,7 @@ def regression(seed=0):
     return model, x, y
 
 
-def train(model, x, y, optimizer, scheduler, steps, loss_fn=None, after_step=None):
+def train(model, x, y, optimizer, scheduler, steps, loss_fn=None, after_step=None, losses=None):
     lrs = []
     for _ in range(steps):
         optimizer.zero_grad()
@@ -43,6 +43,8 @@ def train(model, x, y, optimizer, scheduler, steps, loss_fn=None, after_step=Non
         loss.backward()
         optimizer.step()
         scheduler.step(loss)
+        if losses is not None:
+            losses.append(loss.item())
         if after_step is not None:
             after_step()
         lrs.append(scheduler.get_last_lr()[0])
@@ -100,12 +102,14 @@ def test_every_torch_optimizer_trains_with_the_default_policy(name):
     sched = QLRScheduler(opt)
     audit = DecisionAudit(sched)
     start = torch.nn.functional.mse_loss(model(x), y).item()
+    losses = []
     # 200 steps: the default policy raises the rate until the loss spikes, then backs off, so
-    # a short run can end on a spike (see the README's figures); over 200 steps it has settled.
-    train(model, x, y, opt, sched, 200, after_step=audit)
+    # any one step, the last included, can sit on a spike (see the README's figures). Whether
+    # it trains is the typical loss of the run's last quarter.
+    train(model, x, y, opt, sched, 200, after_step=audit, losses=losses)
     end = torch.nn.functional.mse_loss(model(x), y).item()
     assert sched.decisions == 200 // sched.policy.decision_interval and math.isfinite(end)
-    assert end < start
+    assert np.median(losses[-50:]) < start / 2
     # It is the policy at work: each decision moved the rate as its q-values chose, and moved it.
     assert audit.checked > 0 and audit.rate_moved
 
@@ -182,14 +186,19 @@ def test_nonfinite_loss_cuts_the_rate_and_warns_once(make_policy, caplog):
     assert np.all(np.isfinite(sched.last_observation))
 
 
-def test_nonfinite_gradients_cut_the_rate(make_policy):
+def test_nonfinite_gradients_cut_the_rate_one_step_later(make_policy):
     model, x, y = regression()
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
     sched = QLRScheduler(opt, policy=make_policy(favour=1))
     for p in model.parameters():
         p.grad = torch.full_like(p, float("nan"))
     sched.step(1.0)
+    assert sched.get_last_lr()[0] == 1e-2  # queued: the step is read at the next call
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    sched.step(1.0)
     assert sched.get_last_lr()[0] == pytest.approx(1e-3)
+    assert sched.controller.last_cuts == ("nonfinite",)
 
 
 def test_grad_scaler_skipped_steps_are_not_counted(make_policy):
