@@ -181,8 +181,11 @@ def test_resuming_a_finished_sweep_trains_nothing_again(finished_sweep) -> None:
         sweep(other, report.out, jobs=2, resume=True)
 
 
-def _interrupt_after_first_checkpoint(trials_dir: Path, timeout: float = 120.0) -> None:
-    """Stop the sweep as Ctrl+C would, once a trial has a checkpoint to resume from."""
+def _interrupt_after_first_checkpoint(trials_dir: Path, timeout: float = 600.0) -> None:
+    """Stop the sweep as Ctrl+C would, once a trial has a checkpoint to resume from.
+
+    The timeout is generous: on a loaded machine Ray takes minutes to start a trial's worker.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if list(trials_dir.glob("*/checkpoints/checkpoint_*.json")):
