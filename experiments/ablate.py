@@ -98,6 +98,7 @@ def recipe(
     growth: float | None = None,
     horizon: int | tuple[int, int] = 60,
     budget_known: float = 0.0,
+    rule_up: float | None = None,
 ) -> list[str]:
     """The overrides of one variant: every key the variants differ in, stated."""
     lengths = horizon if isinstance(horizon, int) else f"[{horizon[0]},{horizon[1]}]"
@@ -117,6 +118,8 @@ def recipe(
     ]
     if demonstrations == "teacher":  # costly: fewer episodes, a capped look ahead
         overrides += ["demonstrations.episodes=100", "demonstrations.options={horizon: 30}"]
+    elif rule_up is not None:  # the rule demonstrating with another raise
+        overrides += [f"demonstrations.options={{up: {rule_up}}}"]
     return overrides
 
 
@@ -149,6 +152,20 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "rule_dqfd_guard10": (
         recipe(guard=(10.0, 0.1)),
         "rule_dqfd with a guard on real divergence only (x0.1 when a rising loss passes 10x)",
+    ),
+    # Round five: long runs. Built on what round four kept (the guard on real divergence).
+    "rule2_dqfd_guard10": (
+        recipe(guard=(10.0, 0.1), rule_up=2.0),
+        "rule_dqfd_guard10 with the rule raising x2 as demonstrator",
+    ),
+    "hfree": (
+        recipe(guard=(10.0, 0.1), horizon=(10, 1000), gamma=0.99, n_steps=10),
+        "rule_dqfd_guard10 trained on episodes of 10 to 1,000 decisions, discount 0.99, "
+        "10-step returns",
+    ),
+    "hfree_budget": (
+        recipe(guard=(10.0, 0.1), horizon=(10, 1000), gamma=0.99, n_steps=10, budget_known=0.5),
+        "hfree, told the budget in half the episodes (reads progress and budget_known)",
     ),
     "rule_dqfd_cap1e4": (
         recipe(max_lr=1e4),
