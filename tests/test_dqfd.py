@@ -162,3 +162,19 @@ def test_bad_demonstration_settings_fail_with_the_key():
         load_config("tiny", ["demonstrations.episodez=3"])
     with pytest.raises(ValueError, match="demonstrations.margin must be a number >= 0"):
         load_config("tiny", ["demonstrations.margin=-1"])
+
+
+def test_the_rule_demonstrator_grows_the_batch_when_noise_dominates_and_it_holds():
+    names = [*V4, "grad_noise", "batch_growth"]
+    env = LearningRateEnv(
+        problem="train_stochastic", batch_factors=(1.0, 2.0), action_factors=5, features=names
+    )
+    act = make_demonstrator("rule", {"grow_batch_above": 0.4})
+    obs = np.zeros(len(names), dtype=np.float32)
+    noise, slope = names.index("grad_noise"), names.index("update_slope")
+    obs[noise] = 0.45  # gradients mostly noise, the slope in the dead band: hold, double
+    assert env.controller.action(act(env, obs)) == (1.0, 2.0)
+    obs[noise] = 0.1  # little noise: hold the batch too
+    assert env.controller.action(act(env, obs)) == (1.0, 1.0)
+    obs[noise], obs[slope] = 0.45, 0.45  # r = 0.9: raise the rate, keep the batch
+    assert env.controller.action(act(env, obs)) == (2**0.5, 1.0)

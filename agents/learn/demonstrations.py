@@ -72,17 +72,25 @@ Demonstrator = Callable[[Any, np.ndarray], int]
 """``demonstrator(env, obs) -> action``: acts in an unwrapped `LearningRateEnv`."""
 
 
-def nearest_action(env: Any, rate_factor: float) -> int:
-    """The env action whose rate factor is nearest `rate_factor` in log space, batch held."""
+def nearest_action(env: Any, rate_factor: float, batch_factor: float = 1.0) -> int:
+    """The env action whose rate factor is nearest `rate_factor` in log space, with the batch
+    factor nearest `batch_factor` (the batch held by default)."""
     controller = env.controller
     distances = [abs(math.log(f / rate_factor)) for f in controller.action_factors]
     rate_index = int(np.argmin(distances))
     batch_factors = controller.batch_factors or (1.0,)
-    return rate_index * len(batch_factors) + batch_factors.index(1.0)
+    batch_index = int(np.argmin([abs(math.log(f / batch_factor)) for f in batch_factors]))
+    return rate_index * len(batch_factors) + batch_index
 
 
-def rule_demonstrator(**rule_kwargs: Any) -> Demonstrator:
-    """`qlr.rules.slope_rule` (with `rule_kwargs`) acting on the env's own observation."""
+def rule_demonstrator(grow_batch_above: float | None = None, **rule_kwargs: Any) -> Demonstrator:
+    """`qlr.rules.slope_rule` (with `rule_kwargs`) acting on the env's own observation.
+
+    With `grow_batch_above`, in an env that also sets the batch (the noise-level mode), the
+    demonstrator doubles the batch when it holds the rate and ``grad_noise`` reads above that
+    level (successive minibatch gradients mostly noise): the slope is flat within the noise,
+    so a smaller noise level comes from a larger batch rather than a lower rate.
+    """
     from qlr.rules import SLOPE_FEATURE, slope_rule
 
     rule = slope_rule(**rule_kwargs)  # the env's own decision interval applies
@@ -96,7 +104,10 @@ def rule_demonstrator(**rule_kwargs: Any) -> Demonstrator:
             )
         slope = obs[names.index(SLOPE_FEATURE)]
         factor = rule.action_factors[rule.act(np.array([slope], dtype=np.float32))]
-        return nearest_action(env, factor)
+        batch = 1.0
+        if grow_batch_above is not None and factor == 1.0 and "grad_noise" in names:
+            batch = 2.0 if obs[names.index("grad_noise")] > grow_batch_above else 1.0
+        return nearest_action(env, factor, batch)
 
     return act
 
