@@ -25,6 +25,8 @@ def test_short_training_beats_the_constant_rate_on_held_out_problems(tmp_path):
             "eval_freq=0",
             "checkpoint_freq=0",
             "final_eval=null",
+            "demonstrations.episodes=40",
+            "demonstrations.jobs=1",
         ],
     )
     train(config, tmp_path / "run", progress_bar=False, echo=lambda _: None)
