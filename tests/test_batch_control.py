@@ -5,6 +5,7 @@ and `DynamicBatchSampler` in a real DataLoader, and old policy files driving rat
 """
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,8 @@ from qlr.envs.problems import sample_least_squares, sample_mlp
 from qlr.envs.run import run_inner, run_policy
 from qlr.features import FEATURES_V2, FEATURES_V3, FeatureTracker
 from qlr.policy import load_policy, save_policy
+
+DATA = Path(__file__).parent / "data"  # policy files of earlier feature versions, as shipped
 
 BATCH = (1.0, 2.0)  # keep or double
 GROW, KEEP = 1, 0  # with factors (1,): action i * 2 + j, rate factor 1, batch factor BATCH[j]
@@ -236,8 +239,9 @@ def test_dynamic_batch_sampler_reads_a_callable_and_rejects_bad_sources():
 
 
 def test_old_policy_files_still_drive_rate_only_control(tmp_path, make_policy):
-    """The shipped default (feature version 2) and a version-2 file: rate only, batch untouched."""
-    default = load_policy("default")
+    """The first design's shipped default (feature version 2, kept in tests/data) and a
+    version-2 file: rate only, batch untouched."""
+    default = load_policy(DATA / "default_v2.qlr")
     assert default.metadata.feature_version == 2 and default.batch_factors is None
     assert default.metadata.feature_names == FEATURES_V2
     path = save_policy(make_policy(favour=0, interval=2), tmp_path / "old.qlr")
@@ -399,7 +403,11 @@ def test_the_noise_level_env_is_registered_and_passes_gymnasium_checks():
 
 def test_the_shipped_noise_policy_drives_a_real_loop():
     policy = load_policy("noise")
-    assert policy.batch_factors == BATCH and policy.metadata.feature_names == FEATURES_V3
+    assert policy.batch_factors == BATCH
+    # It reads what its config names: the noise features beside the update and budget ones.
+    assert {"grad_noise", "batch_growth", "update_slope", "progress"} <= set(
+        policy.metadata.feature_names
+    )
     torch.manual_seed(0)
     x = torch.randn(4096, 10)
     y = (x[:, :1] > 0).float()
