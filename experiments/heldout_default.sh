@@ -9,10 +9,10 @@
 #   unseen_optimizers.{json,md}  nesterov and rmsprop, held out of training, one instance
 #   previous_default.{json,md}   the first design's shipped controller (kept in tests/data) on
 #                                one instance of each
+#   pairs.md                     every arm on the same first-instance runs (heldout_pairs.py)
 # The sequence and CNN families of `test` (lm_transformer, gru_seq, lstm_lm, digits_cnn) cost
 # 10-50x the others per step; they are measured in the `sequence` and `long` suites instead
 # (experiments/compare_suites.sh), so these evaluations leave them out.
-#   pairs.md                     every arm on the same first-instance runs (heldout_pairs.py)
 #   bash experiments/heldout_default.sh        # 2 worker processes; JOBS=n for more
 set -euo pipefail
 cd "$(dirname "$0")/.."
