@@ -1,0 +1,44 @@
+"""The family table: every family's name and its ``sample_<family>`` factory, in a fixed order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .analytic import (
+    sample_ackley,
+    sample_quadratic,
+    sample_quartic,
+    sample_rastrigin,
+    sample_rosenbrock,
+)
+from .base import Problem
+from .linear import sample_least_squares, sample_logistic
+from .networks import (
+    sample_cancer_mlp,
+    sample_digits_cnn,
+    sample_digits_mlp,
+    sample_gru_seq,
+    sample_lm_transformer,
+    sample_lstm_lm,
+    sample_mlp,
+    sample_wine_softmax,
+)
+
+FAMILIES: dict[str, Callable[..., Problem]] = {
+    "quadratic": sample_quadratic,
+    "rosenbrock": sample_rosenbrock,
+    "rastrigin": sample_rastrigin,
+    "ackley": sample_ackley,
+    "quartic": sample_quartic,
+    "least_squares": sample_least_squares,
+    "logistic": sample_logistic,
+    "mlp": sample_mlp,
+    "digits_mlp": sample_digits_mlp,
+    "lm_transformer": sample_lm_transformer,
+    "gru_seq": sample_gru_seq,
+    "digits_cnn": sample_digits_cnn,
+    "cancer_mlp": sample_cancer_mlp,
+    "wine_softmax": sample_wine_softmax,
+    "lstm_lm": sample_lstm_lm,
+}
+"""Family name -> ``sample(rng, **ranges) -> Problem``."""
