@@ -5,8 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RAY_STAMP := $(VENV)/.installed-ray
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all lint docs bench clean
 
 setup: $(STAMP)
 
@@ -24,6 +25,15 @@ $(STAMP): pyproject.toml
 $(RAY_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[ray]'
 	touch $(RAY_STAMP)
+
+# The documentation site (mkdocs.yml): the docs extra is a light install on top of the others.
+# --strict fails the build on a broken link or anchor, or an API name that no longer exists.
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 demo: $(STAMP)
 	$(VENV)/bin/qlr demo
