@@ -44,11 +44,22 @@ test: $(RAY_STAMP)
 test-all: $(RAY_STAMP)
 	$(PY) -m pytest -q -m ''
 
-# ruff over everything; mypy over qlr/, the typed public API ([tool.mypy] in pyproject.toml).
+# ruff over everything; mypy over qlr/, the typed public API ([tool.mypy] in pyproject.toml);
+# lint-imports checks the import contracts ([tool.importlinter]). It reads the package from
+# disk, where the editable install joins envs/ and agents/ to qlr only through an import hook,
+# so it reads a throwaway tree of links laid out as the wheel installs (pyproject's package-dir),
+# made afresh each time so that a new module counts. It runs from inside that tree because it
+# looks in the current folder first, where the checkout's own qlr/ would hide the tree.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	tree=$$(mktemp -d) && trap 'rm -rf "$$tree"' EXIT && mkdir "$$tree/qlr" \
+		&& ln -s "$(CURDIR)"/qlr/* "$$tree/qlr/" \
+		&& ln -s "$(CURDIR)/envs" "$$tree/qlr/envs" \
+		&& ln -s "$(CURDIR)/agents" "$$tree/qlr/agents" \
+		&& ln -s "$(CURDIR)/experiments/configs" "$$tree/qlr/configs" \
+		&& cd "$$tree" && "$(CURDIR)/$(VENV)/bin/lint-imports" --no-cache "$(CURDIR)/pyproject.toml"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info .mypy_cache

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from qlr.control import LRController, reference_lr
+from qlr.control import MAX_BATCH_GROWTH, MAX_LR, MIN_LR, CutKind, LRController, reference_lr
 from qlr.envs.distributions import ProblemDistribution, make_distribution
 from qlr.envs.optimizers import OPTIMIZERS, make_optimizer
 from qlr.envs.problems import Problem
@@ -35,7 +35,8 @@ class LearningRateEnv(gym.Env):
     ## Action Space
     `Discrete(n)`: action `i` multiplies the learning rate by `action_factors[i]`. The default
     three factors are (0.5, 1, 2): lower, hold, raise. `action_factors=5` or `7` select wider
-    sets (see `qlr.ACTION_SETS`). The rate is then clamped to `lr_bounds`.
+    sets (see `qlr.ACTION_SETS`); ``qlr/LearningRate-v1`` has the five of 5, from x0.5 to x2 in
+    steps of sqrt(2). The rate is then clamped to `lr_bounds`.
 
     With `batch_factors` (the noise-level mode, for minibatch problems only), there are
     ``len(action_factors) * len(batch_factors)`` actions: action ``i * len(batch_factors) + j``
@@ -49,7 +50,8 @@ class LearningRateEnv(gym.Env):
 
     ## Observation Space
     `Box(-1, 1, (n,), float32)`, every feature scale-free and bounded; `features` selects which
-    (default: the first eleven for rate-only control, all thirteen with `batch_factors`):
+    (default: the first eleven for rate-only control, the first thirteen with `batch_factors`;
+    ``qlr/LearningRate-v1``: the fourteen the shipped policy reads, 0-5, 9-10 and 13-18):
 
     | index | feature            | meaning                                            | min | max |
     |-------|--------------------|----------------------------------------------------|-----|-----|
@@ -122,7 +124,8 @@ class LearningRateEnv(gym.Env):
       decision), which it then reads as the ``progress`` and
       ``budget_known`` features; otherwise both read 0. 0 (never) by default, 1 always.
     - `reward_clip`, `divergence_penalty`, `divergence_factor`: see Rewards and Episode End.
-    - `features`: names of the observed features (see `qlr.FEATURE_NAMES`); default all.
+    - `features`: names of the observed features (see `qlr.FEATURE_NAMES`); default as in
+      Observation Space.
     - `spike_factor`, `spike_cut`: the per-step spike guard of `qlr.LRController` (off when
       `spike_factor` is None). A trained policy file records them and the scheduler applies
       the same guard, with the same timing: a step's statistics are read on the next inner
@@ -135,15 +138,25 @@ class LearningRateEnv(gym.Env):
     - `max_batch_growth`: the batch size never exceeds this multiple of its starting value.
 
     ## Version History
-    - v0: first version (feature version 1). Feature version 2 appended `lr_drift` to the
-      default observation and added `features` and the spike guard (off by default).
-      Feature version 3 added `grad_noise` and `batch_growth` and the noise-level mode
-      (`batch_factors`); the default rate-only observation is unchanged. Feature version 4
-      added the update features (13-16) and `max_lr_growth`; version 5 `progress` and
-      `budget_known` (17-18) with `budget_known` and episode lengths drawn from a `horizon`
-      range. Defaults are unchanged: a policy selects the features it reads. The guards
-      then came to act one inner step late (at once on a block's last step), as the scheduler
-      does now that it does not stall an accelerator between decisions.
+    The registered ids (``import qlr.envs``) fix the arguments; keyword arguments to
+    ``gymnasium.make`` override them.
+
+    - v1 (``qlr/LearningRate-v1``): the shipped recipe's environment, the env section of
+      ``experiments/configs/default.yaml`` that the default policy (``qlr.load_policy("default")``)
+      was trained on (`qlr.envs.RECIPE_ENV_DEFAULTS`): the fourteen features that policy reads
+      (feature version 5), five action factors from x0.5 to x2, the spike guard (a cut to x0.1
+      when the loss passes 10x the last block's mean while rising), the optimizers SGD,
+      momentum, Adam, AdamW and AdaGrad, episodes of 10 to 1,000 decisions drawn log-uniformly,
+      and the budget told in half of them.
+    - v0 (``qlr/LearningRate-v0``): the first design's defaults, which are `LearningRateEnv`'s
+      own: the first eleven features, three action factors (0.5, 1, 2), no guard, SGD,
+      momentum and Adam, 60 decisions per episode. Its default observation gained `lr_drift`
+      (ten features to eleven) under the same id; everything added since is an argument that
+      is off by default (`features`, the spike guard, `max_lr_growth`, the noise-level mode,
+      `budget_known`, a `horizon` range), so v0 with no arguments stays the first design.
+      (The guard, when turned on, came to act one inner step late, at once on a block's last
+      step, as the scheduler does.) A change of dynamics, reward or defaults now takes a new
+      version.
     """
 
     metadata = {"render_modes": []}
@@ -159,7 +172,7 @@ class LearningRateEnv(gym.Env):
         optimizer_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
         steps_per_decision: int = 5,
         action_factors: int | Sequence[float] = 3,
-        lr_bounds: tuple[float, float] = (1e-8, 10.0),
+        lr_bounds: tuple[float, float] = (MIN_LR, MAX_LR),
         initial_lr_range: tuple[float, float] = (1e-5, 1.0),
         horizon: int | Sequence[int] = 60,
         budget_known: float = 0.0,
@@ -171,7 +184,7 @@ class LearningRateEnv(gym.Env):
         spike_cut: float = 0.5,
         max_lr_growth: float | None = None,
         batch_factors: Sequence[float] | None = None,
-        max_batch_growth: float = 8.0,
+        max_batch_growth: float = MAX_BATCH_GROWTH,
     ) -> None:
         super().__init__()
         self.distribution: ProblemDistribution | None = None
@@ -348,7 +361,7 @@ class LearningRateEnv(gym.Env):
             self.optimizer.step()
             # The controller sees the loss and gradient of the step just taken, as in deployment.
             cut = self.controller.record_step(self._loss, [p.grad for p in params], params)
-            if self.controller.last_cut == "nonfinite":
+            if CutKind.NONFINITE in self.controller.last_cuts:
                 return True
             if cut != 1.0:  # the spike guard, exactly as the scheduler applies it
                 self.controller.scale(self.optimizer, cut)
@@ -373,7 +386,7 @@ class LearningRateEnv(gym.Env):
                 return True
             self.optimizer.step()
             cut = self.controller.record_step(self._loss, [p.grad for p in params], params)
-            if self.controller.last_cut == "nonfinite":
+            if CutKind.NONFINITE in self.controller.last_cuts:
                 return True
             if cut != 1.0:
                 self.controller.scale(self.optimizer, cut)

@@ -6,13 +6,16 @@ outside the checkout, as a user would.
 
 from __future__ import annotations
 
+import importlib.metadata
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from qlr.agents.bench.compare import load_suite
+from qlr.agents import cli
+from qlr.agents.bench.suites import load_suite
 from qlr.agents.catalog import CONFIG_DIR, find_config, kind_of, names
 from qlr.agents.cli import main
 from qlr.agents.errors import UsageError
@@ -197,3 +200,50 @@ def test_an_unknown_method_in_compare_is_one_line_naming_the_valid_ones(
         main(["compare", "--suite", "compare_tiny", "--methods", "constant", "magic"])
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown method 'magic'" in err and "slope_rule" in err
+
+
+# ------------------------------------------------------------------------------ missing extra
+# (The wheel installed with no extra, in a fresh environment: tests/test_wheel.py.)
+def test_without_the_train_extra_every_subcommand_is_listed_and_names_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "gymnasium", None)  # how a missing package looks to find_spec
+    with pytest.raises(SystemExit, match="^0$"):
+        main(["--help"])
+    listing = capsys.readouterr().out
+    for name in cli.SUBCOMMANDS:
+        assert f"    {name} " in listing, listing
+    for args in (["train", "--config", "tiny"], ["evaluate", "--help"], ["demo"]):
+        with pytest.raises(SystemExit, match="^2$"):
+            main(args)
+        assert capsys.readouterr().err == (
+            f"qlr {args[0]}: needs the 'train' extra: pip install 'qlr[train]' "
+            "(gymnasium not installed)\n"
+        )
+    with pytest.raises(SystemExit, match="^2$"):
+        main(["sweep"])
+    assert "needs the 'train' and 'ray' extras: pip install 'qlr[train,ray]'" in (
+        capsys.readouterr().err
+    )
+
+
+def test_with_the_train_extra_a_wrong_option_is_still_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit, match="^2$"):
+        main(["export", "a", "b", "--no-such-option"])
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+def test_the_command_line_knows_every_package_of_the_train_extra() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    extra = pyproject["project"]["optional-dependencies"]["train"]
+
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    wanted = {canonical(re.match(r"[A-Za-z0-9._-]+", r).group(0)) for r in extra}
+    providers = importlib.metadata.packages_distributions()
+    covered = {canonical(d) for module in cli.TRAIN_MODULES for d in providers.get(module, [])}
+    assert covered == wanted

@@ -1,13 +1,17 @@
 """LearningRateEnv: Gymnasium contract, determinism, bounds, divergence, arguments."""
 
+import inspect
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
+import qlr
 import qlr.envs  # noqa: F401  (registers the environment)
-from qlr.envs import DISTRIBUTIONS, FAMILIES, LearningRateEnv
+from qlr.envs import DISTRIBUTIONS, FAMILIES, RECIPE_ENV_DEFAULTS, RECIPE_ENV_ID, LearningRateEnv
 from qlr.envs.distributions import make_distribution
 from qlr.features import FEATURES_V2
 
@@ -35,6 +39,53 @@ def test_default_spaces():
     space = env.observation_space
     assert space.shape == (len(FEATURES_V2),) and space.dtype == np.float32
     assert np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))
+
+
+def test_v0_keeps_the_first_designs_defaults():
+    assert gym.spec("qlr/LearningRate-v0").kwargs == {}
+    env = gym.make("qlr/LearningRate-v0").unwrapped
+    controller = env.controller
+    assert env.feature_names == FEATURES_V2  # eleven features
+    assert controller.action_factors == (0.5, 1.0, 2.0)
+    assert controller.spike_factor is None and controller.max_lr_growth is None
+    assert controller.batch_factors is None
+    assert env.optimizers == ("sgd", "momentum", "adam")
+    assert env.horizon_range == (60, 60) and env.budget_known == 0.0
+    assert controller.decision_interval == 5
+
+
+def test_v1_passes_the_gymnasium_checker():
+    env = gym.make(RECIPE_ENV_ID)
+    gym_check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_v1_is_the_environment_the_shipped_policy_was_trained_on():
+    """What ``qlr.load_policy("default")`` reads and does is what ``qlr/LearningRate-v1`` gives.
+
+    A recipe that trains on another environment registers a new version instead.
+    """
+    policy = qlr.load_policy("default")
+    meta = policy.metadata
+    env = gym.make(RECIPE_ENV_ID)
+    assert env.observation_space.shape == (policy.obs_dim,)
+    assert env.action_space.n == policy.n_actions
+    unwrapped = env.unwrapped
+    controller = unwrapped.controller
+    assert tuple(unwrapped.feature_names) == tuple(meta.feature_names)
+    assert controller.action_factors == pytest.approx(meta.action_factors)
+    assert controller.spike_factor == meta.spike_factor == 10.0
+    assert controller.spike_cut == meta.spike_cut
+    assert controller.decision_interval == meta.decision_interval
+    assert controller.max_lr == meta.max_lr and controller.max_lr_growth == meta.max_lr_growth
+    assert controller.batch_factors is None and meta.batch_factors is None
+    # Every argument, against the env section recorded in the policy file at training time.
+    defaults = {
+        name: p.default for name, p in inspect.signature(LearningRateEnv).parameters.items()
+    }
+    registered = {**defaults, **gym.spec(RECIPE_ENV_ID).kwargs}
+    assert gym.spec(RECIPE_ENV_ID).kwargs == RECIPE_ENV_DEFAULTS
+    trained = meta.extra["train_config"]["env"]
+    assert json.loads(json.dumps(registered)) == trained
 
 
 def _rollout(env, seed, actions):

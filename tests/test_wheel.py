@@ -6,6 +6,10 @@ run from an empty folder, so nothing of the checkout can be found by accident. T
 download; a ``.pth`` file only adds a folder to ``sys.path`` and does not run the ``.pth`` files
 in it, so this environment's editable install of qlr stays out (the test checks where qlr is
 imported from).
+
+The bare install (``pip install qlr``: torch and numpy, no extra) cannot borrow this
+environment's packages, which hold every extra: it installs torch and the wheel with pip into
+an environment of its own, which takes tens of seconds, and is marked ``slow``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the build reads: pyproject's packages and package-dir, and the README (the long description).
@@ -131,3 +136,77 @@ def test_the_installed_wheel_runs_from_an_empty_folder(wheel: Path, tmp_path: Pa
     (line,) = wrong.stderr.splitlines()
     assert "'no_such_suite'" in line and "hansen" in line
     assert sorted(p.name for p in work.iterdir()) == []  # every output went where it was told
+
+
+# ------------------------------------------------------------------------------ bare install
+# The import names of the `train` extra's packages, none of which a bare install has.
+TRAIN_MODULES = ("yaml", "gymnasium", "stable_baselines3", "tensorboard", "sklearn", "matplotlib")
+SUBCOMMANDS = ("train", "evaluate", "compare", "sweep", "export", "demo")
+SCHEDULER_STEPS = """
+import torch, qlr
+torch.manual_seed(0)
+model = torch.nn.Linear(4, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+scheduler = qlr.QLRScheduler(optimizer)
+x = torch.randn(64, 4)
+y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+rates, losses = [], []
+for _ in range(40):
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step(loss)
+    rates.append(scheduler.get_last_lr()[0])
+    losses.append(loss.item())
+print(qlr.__file__)
+print(len(set(rates)), losses[-1] < losses[0])
+"""
+
+
+def make_bare_venv(tmp_path: Path, wheel: Path) -> Path:
+    """A fresh environment holding the wheel and only what it requires, installed by pip."""
+    venv = tmp_path / "bare"
+    ok(run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=tmp_path))
+    pip_install = [sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install"]
+    # torch first, the build this environment runs (pip finds it where it found it before): a
+    # bare `torch` requirement with no torch installed can pull a multi-GB CUDA build.
+    ok(run([*pip_install, "--quiet", f"torch=={torch.__version__}"], cwd=tmp_path, timeout=900))
+    ok(run([*pip_install, "--quiet", wheel], cwd=tmp_path, timeout=900))  # numpy comes with it
+    return venv
+
+
+@pytest.mark.slow
+def test_a_bare_install_schedules_and_its_command_names_the_extra(
+    wheel: Path, tmp_path: Path
+) -> None:
+    venv = make_bare_venv(tmp_path, wheel)
+    python, qlr = venv / "bin" / "python", venv / "bin" / "qlr"
+    work = tmp_path / "work"
+    work.mkdir()
+
+    found = "import importlib.util as u; print([m for m in {!r} if u.find_spec(m)])"
+    assert ok(run([python, "-c", found.format(TRAIN_MODULES)], cwd=work)).strip() == "[]"
+
+    # The scheduler: the shipped policy loads from the package and moves the rate.
+    where, moved = ok(run([python, "-c", SCHEDULER_STEPS], cwd=work)).splitlines()
+    assert Path(where).resolve().is_relative_to((venv / "lib").resolve()), where
+    rates, improved = moved.split()
+    assert int(rates) > 1 and improved == "True", moved
+
+    # The command: --help lists every subcommand; each one names the extra it needs.
+    listing = ok(run([qlr, "--help"], cwd=work))
+    for name in SUBCOMMANDS:
+        assert f"    {name} " in listing, listing
+    train = "needs the 'train' extra: pip install 'qlr[train]'"
+    for args, line in [
+        (["train"], f"qlr train: {train}"),
+        (["train", "--config", "default", "--help"], f"qlr train: {train}"),
+        (["compare", "--suite", "nn"], f"qlr compare: {train}"),
+        (["sweep"], "qlr sweep: needs the 'train' and 'ray' extras: pip install 'qlr[train,ray]'"),
+    ]:
+        result = run([qlr, *args], cwd=work)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert result.stderr.splitlines() == [line], (args, result.stderr)
+        assert not result.stdout, (args, result.stdout)
+    assert sorted(p.name for p in work.iterdir()) == []

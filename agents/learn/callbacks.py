@@ -37,7 +37,7 @@ import random
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,19 @@ from qlr.agents.bench.evaluate import (
     summarize,
 )
 from qlr.agents.learn.export import export_model
-
-SCORE_KEY = "median_log10_vs_oracle"
+from qlr.agents.learn.run_files import (
+    EVAL_HISTORY_FILE,
+    SCORE_KEY,
+    Checkpoint,
+    checkpoint_paths,  # noqa: F401  re-exported (see "checkpoints" below)
+    latest_checkpoint,  # noqa: F401
+    list_checkpoints,  # noqa: F401
+    prune_checkpoints,
+    save_checkpoint,
+    write_json,
+)
+from qlr.envs.optimizers import make_optimizer
+from qlr.envs.run import run_policy
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -73,12 +84,6 @@ def tensorboard_writer(logger: Logger) -> Any | None:
 def _due(previous: int, now: int, every: int) -> bool:
     """True when a multiple of `every` lies in (previous, now]; vec envs advance by n_envs."""
     return every > 0 and now // every > previous // every
-
-
-def write_json(path: Path, data: Any) -> Path:
-    """Write `data` as JSON atomically (infinities as ``Infinity``, which `json` reads back)."""
-    text = json.dumps(data, indent=1, sort_keys=True, default=str)
-    return atomic_save(path, lambda f: f.write(text.encode()))
 
 
 @contextlib.contextmanager
@@ -269,68 +274,9 @@ class QValueCallback(BaseCallback):
 
 
 # ---------------------------------------------------------------------------------- checkpoints
-@dataclass
-class Checkpoint:
-    """A complete checkpoint: its JSON marker is written only after both files are in place."""
-
-    num_timesteps: int
-    model: Path
-    replay_buffer: Path
-    marker: Path
-
-
-def checkpoint_paths(directory: Path, num_timesteps: int) -> Checkpoint:
-    stem = f"{num_timesteps:09d}"
-    return Checkpoint(
-        num_timesteps=num_timesteps,
-        model=directory / f"model_{stem}.zip",
-        replay_buffer=directory / f"replay_buffer_{stem}.pkl",
-        marker=directory / f"checkpoint_{stem}.json",
-    )
-
-
-def save_checkpoint(model: Any, directory: Path) -> Checkpoint:
-    """Save the model and its replay buffer, each atomically, then the JSON marker."""
-    checkpoint = checkpoint_paths(directory, int(model.num_timesteps))
-    atomic_save(checkpoint.model, model.save)
-    atomic_save(checkpoint.replay_buffer, model.save_replay_buffer)
-    marker = {
-        "num_timesteps": checkpoint.num_timesteps,
-        "model": checkpoint.model.name,
-        "replay_buffer": checkpoint.replay_buffer.name,
-        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    write_json(checkpoint.marker, marker)
-    return checkpoint
-
-
-def list_checkpoints(directory: Path) -> list[Checkpoint]:
-    """Complete checkpoints in `directory`, oldest first."""
-    found = []
-    for marker in directory.glob("checkpoint_*.json"):
-        try:
-            steps = int(json.loads(marker.read_text())["num_timesteps"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        checkpoint = checkpoint_paths(directory, steps)
-        if checkpoint.model.is_file() and checkpoint.replay_buffer.is_file():
-            found.append(checkpoint)
-    return sorted(found, key=lambda c: c.num_timesteps)
-
-
-def latest_checkpoint(directory: Path) -> Checkpoint | None:
-    """The complete checkpoint with the most timesteps, or None."""
-    checkpoints = list_checkpoints(directory)
-    return checkpoints[-1] if checkpoints else None
-
-
-def prune_checkpoints(directory: Path, keep: int) -> None:
-    """Delete all but the `keep` most recent checkpoints (marker first, so none is half-kept)."""
-    for checkpoint in list_checkpoints(directory)[:-keep]:
-        for path in (checkpoint.marker, checkpoint.model, checkpoint.replay_buffer):
-            path.unlink(missing_ok=True)
-
-
+# The checkpoint files themselves are `qlr.agents.learn.run_files`, which export, resume and
+# sweeps read without stable-baselines3; the names stay importable from here too, beside the
+# callback that writes them.
 class CheckpointCallback(BaseCallback):
     """Every `save_freq` transitions, and at the end: model zip + replay buffer + JSON marker.
 
@@ -424,9 +370,6 @@ class HeldOutEvaluator:
 
     def trajectories(self, policy: str | os.PathLike, count: int = 2) -> list[tuple[str, Any]]:
         """(name, `RunResult` with per-step rates and losses) of `count` evaluation runs."""
-        from qlr.envs.optimizers import make_optimizer
-        from qlr.envs.run import run_policy
-
         specs = [s for s in policy_specs(self.config, "-") if s.method != "constant"]
         picked = [specs[i * len(specs) // count] for i in range(min(count, len(specs)))]
         results = []
@@ -528,7 +471,7 @@ class HeldOutEvalCallback(BaseCallback):
     def _record(self, entry: dict) -> dict:
         entry.setdefault("best", False)
         self.history.append(entry)
-        write_json(self.run_dir / "eval_history.json", self.history)
+        write_json(self.run_dir / EVAL_HISTORY_FILE, self.history)
         if "error" in entry:
             warnings.warn(f"evaluation at {entry['num_timesteps']}: {entry['error']}", stacklevel=2)
         return entry
@@ -549,6 +492,7 @@ class HeldOutEvalCallback(BaseCallback):
         writer.flush()
 
     def _log_trajectories(self, writer: Any, runs: list[tuple[str, Any]], step: int) -> None:
+        # Only when a figure run is written: torch.utils.tensorboard loads TensorBoard itself.
         from torch.utils.tensorboard import SummaryWriter
 
         with SummaryWriter(os.path.join(writer.log_dir, "eval_lr", f"{step:09d}")) as sub:

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import yaml
 
 from qlr.agents._checks import check_keys
@@ -257,6 +258,8 @@ def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
 # ------------------------------------------------------------------------------ sections
 def env_parameters() -> dict[str, Any]:
     """`LearningRateEnv`'s keyword arguments and their defaults."""
+    # Here rather than at the top, as stable-baselines3 below: `qlr --help` loads this module,
+    # and gymnasium (which qlr.envs registers with) and SB3 take about a second to import.
     from qlr.envs.env import LearningRateEnv
 
     return _defaults(LearningRateEnv)
@@ -339,8 +342,6 @@ def make_eval_config(fields: Mapping[str, Any]) -> EvalConfig:
 
 def dqn_model_kwargs(config: TrainConfig) -> dict[str, Any]:
     """The ``DQN`` keyword arguments of `config`, with activation names turned into modules."""
-    import torch
-
     kwargs = dict(config.dqn)
     if kwargs.get("policy_kwargs") is not None:
         policy_kwargs = dict(kwargs["policy_kwargs"])

@@ -16,6 +16,7 @@ file in the run directory, so a resumed run reuses them.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from qlr._atomic import atomic_write_bytes
+from qlr.agents.bench.workers import run_parallel
+from qlr.rules import SLOPE_FEATURE, slope_rule
+
+# The environment, the teacher (which steps copies of the env's run) and stable-baselines3's
+# buffers are imported where they are used: `qlr --help` loads this module (through
+# `qlr.agents.learn.train`), and gymnasium and SB3 take about a second to import.
 
 DEMONSTRATORS = ("rule", "teacher")
 _FIELDS = ("observations", "actions", "rewards", "next_observations", "terminated", "truncated")
@@ -48,10 +57,6 @@ class Demonstrations:
 
     def save(self, path: Path) -> Path:
         """Write the transitions atomically as one ``.npz`` file."""
-        import io
-
-        from qlr._atomic import atomic_write_bytes
-
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **{name: getattr(self, name) for name in _FIELDS})
         atomic_write_bytes(Path(path), buffer.getvalue())
@@ -91,8 +96,6 @@ def rule_demonstrator(grow_batch_above: float | None = None, **rule_kwargs: Any)
     level (successive minibatch gradients mostly noise): the slope is flat within the noise,
     so a smaller noise level comes from a larger batch rather than a lower rate.
     """
-    from qlr.rules import SLOPE_FEATURE, slope_rule
-
     rule = slope_rule(**rule_kwargs)  # the env's own decision interval applies
 
     def act(env: Any, obs: np.ndarray) -> int:
@@ -189,8 +192,6 @@ def collect(
     seeds = [seed + i for i in range(episodes)]
     chunks = max(1, min(episodes, 4 * jobs))
     tasks = [(dict(env_kwargs), demonstrator, options, seeds[i::chunks]) for i in range(chunks)]
-    from qlr.agents.bench.workers import run_parallel
-
     parts = run_parallel(_run_chunk, tasks, jobs)
     return Demonstrations.concatenate(parts)
 

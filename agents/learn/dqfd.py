@@ -128,7 +128,9 @@ class DQfD(DQN):
 
         The target network is copied every ``target_update_interval`` gradient steps (a
         transition count during interaction; here there are none). Returns the final losses
-        and how often the greedy action agrees with the demonstrator on a held-back batch.
+        and how often the greedy action agrees with the demonstrator on a random sample (up to
+        4,096 transitions, drawn with replacement) of the same demonstrations it trained on: a
+        measure of fit to the demonstrator, not of agreement on unseen states.
         """
         if self.demonstrations is None or steps <= 0:
             return {}

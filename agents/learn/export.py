@@ -22,15 +22,17 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from qlr.agents.learn.config import load_config, resolve_env_kwargs
+from qlr.agents.learn.run_files import CONFIG_FILE, MODEL_FILES, latest_checkpoint
 from qlr.control import resolve_action_factors, resolve_batch_factors, resolve_features
 from qlr.features import FEATURE_VERSION
-from qlr.policy import Policy, PolicyMetadata, config_hash, save_policy
+from qlr.policy import Policy, PolicyMetadata, config_hash, load_policy, save_policy
 
+# stable-baselines3 is imported where a model is read: `qlr --help` loads this module to list
+# `qlr export`, and SB3 (gymnasium with it) takes about a second to import.
 if TYPE_CHECKING:
     from stable_baselines3 import DQN
 
-CONFIG_FILE = "config.yaml"
-MODEL_FILES = {"final": "final_model.zip", "best": "best_model.zip"}
 _ACTIVATION_NAMES = {nn.ReLU: "relu", nn.Tanh: "tanh"}
 
 
@@ -148,8 +150,6 @@ def export_model(
 
 def _env_section(train_config: Mapping[str, Any]) -> dict[str, Any]:
     """The env section with `LearningRateEnv`'s defaults for anything it leaves out."""
-    from qlr.agents.learn.config import resolve_env_kwargs
-
     return resolve_env_kwargs(dict(train_config.get("env") or {}))
 
 
@@ -161,8 +161,6 @@ def find_model(source: Path, which: str = "final") -> Path:
     checkpoint (``"latest"``); ``"final"`` falls back to the latest checkpoint of a run that
     has not finished.
     """
-    from qlr.agents.learn.callbacks import latest_checkpoint
-
     if source.is_file():
         return source
     if not source.is_dir():
@@ -196,8 +194,6 @@ def export_file(
     """Export the model that `source` designates to the policy file `out`."""
     from stable_baselines3 import DQN
 
-    from qlr.agents.learn.config import load_config
-
     model_path = find_model(Path(source), which)
     config_path = Path(config_path) if config_path is not None else find_config(model_path)
     train_config = load_config(config_path).to_dict()
@@ -221,8 +217,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qlr.policy import load_policy
-
     path = export_file(args.source, args.out, args.model, args.config)
     print(f"wrote {path}: {load_policy(path)!r}")
     return 0

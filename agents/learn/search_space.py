@@ -28,7 +28,9 @@ This module reads and checks the file (every key, against the config it will var
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -192,8 +194,6 @@ def _check_scheduler(where: str, spec: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- trials' configs
 def override(key: str, value: Any) -> str:
     """``key=value`` as `qlr train --set` reads it (YAML flow text; JSON is a subset)."""
-    import json
-
     if hasattr(value, "item") and callable(value.item):  # numpy scalars from Tune's samplers
         value = value.item()
     return f"{key}={json.dumps(value, allow_nan=False)}"
@@ -203,8 +203,6 @@ def trial_config(
     base: Mapping[str, Any], overrides: Iterable[str], params: Mapping[str, Any]
 ) -> TrainConfig:
     """The config of one trial: the base config, then `overrides`, then the trial's values."""
-    import copy
-
     data = copy.deepcopy(dict(base))
     for text in [*overrides, *trial_overrides(params)]:
         apply_override(data, text)

@@ -39,6 +39,7 @@ import math
 import os
 import shlex
 import shutil
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,7 +49,9 @@ from typing import Any
 import yaml
 
 from qlr._atomic import atomic_write_bytes
+from qlr.agents.bench.ray_backend import failure_reason, import_ray, ray_session
 from qlr.agents.learn.config import TrainConfig, parse_yaml
+from qlr.agents.learn.run_files import CONFIG_FILE, SCORE_KEY, latest_checkpoint, read_history
 from qlr.agents.learn.search_space import (
     SearchSpace,
     check_against_config,
@@ -60,11 +63,11 @@ from qlr.agents.learn.search_space import (
     tune_scheduler,
     tune_searcher,
 )
+from qlr.agents.learn.train import train
 
-# The periodic evaluation's score in eval_history.json: `qlr.agents.learn.callbacks.SCORE_KEY`,
-# spelt out here because that module loads stable-baselines3, which `qlr --help` should not
-# wait for.
-SCORE_KEY = "median_log10_vs_oracle"
+# Ray is the `ray` extra, imported where a sweep runs: `qlr --help` and `qlr sweep --help` work
+# without it, and `qlr.agents.bench.ray_backend.import_ray` says how to install it.
+
 METRIC = f"best_{SCORE_KEY}"  # what a trial reports to Tune: its best score so far
 RECORD_FILE = "sweep.yaml"
 TUNE_DIR = "tune"
@@ -87,8 +90,6 @@ class TrainingThread(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        from qlr.agents.learn.train import train
-
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log = self.run_dir / "train.log"  # what `qlr train` would print, kept with the run
 
@@ -102,20 +103,11 @@ class TrainingThread(threading.Thread):
             self.error = err
 
 
-def read_history(run_dir: Path) -> list[dict]:
-    """The periodic evaluations a run has made so far (written atomically by `train`)."""
-    path = run_dir / "eval_history.json"
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
 def prepare_run_dir(run_dir: Path) -> bool | None:
     """How a trial's run directory continues: None finished, True resume, False start.
 
     A run killed before its first checkpoint has nothing to resume from: it starts over.
     """
-    from qlr.agents.learn.callbacks import latest_checkpoint
-    from qlr.agents.learn.train import CONFIG_FILE
-
     if (run_dir / "summary.json").is_file():
         return None
     if (run_dir / CONFIG_FILE).is_file() and latest_checkpoint(run_dir / "checkpoints"):
@@ -255,8 +247,6 @@ def sweep(
         FileNotFoundError: `resume` is True and `out` holds no sweep to continue.
         ValueError: `record` differs from the sweep being resumed, or fails its checks.
     """
-    from qlr.agents.bench.ray_backend import import_ray, ray_session
-
     out = Path(out).resolve()
     search = record.search_space()
     base_config = check_against_config(search, record.base(), record.overrides, "search")
@@ -358,8 +348,6 @@ def _trial_row(result: Any, trials_dir: Path) -> TrialRow:
         status = "interrupted"
     error = ""
     if result.error is not None:
-        from qlr.agents.bench.ray_backend import failure_reason
-
         error = failure_reason(result.error)
     return TrialRow(
         trial_id=trial_id,
@@ -500,7 +488,10 @@ def run(args: argparse.Namespace) -> int:
         report = sweep(
             record, out, address=args.address, jobs=args.jobs, resume=args.resume, command=command
         )
-    except (FileExistsError, FileNotFoundError, ValueError, ImportError) as err:
+    except ImportError as err:  # Ray is missing: a missing extra, as `qlr.agents.cli` says it
+        print(f"qlr sweep: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (FileExistsError, FileNotFoundError, ValueError) as err:
         raise SystemExit(f"qlr sweep: {err}") from None
     print(format_summary(record, report.trials, report.best, report.interrupted, command))
     print(f"outputs in {out}: " + ", ".join(p.name for p in report.files))

@@ -20,7 +20,6 @@ A run directory holds::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 import warnings
@@ -29,18 +28,33 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+from tqdm import TqdmExperimentalWarning
+
 from qlr._atomic import atomic_save
+from qlr.agents.bench.evaluate import format_summary
 from qlr.agents.catalog import names
 from qlr.agents.errors import UsageError
-from qlr.agents.learn.config import TrainConfig, dump_config, load_config
+from qlr.agents.learn.config import TrainConfig, dqn_model_kwargs, dump_config, load_config
+from qlr.agents.learn.demonstrations import Demonstrations, collect, demonstration_buffer
+from qlr.agents.learn.export import export_model
+from qlr.agents.learn.run_files import (
+    CONFIG_FILE,
+    EVAL_HISTORY_FILE,
+    latest_checkpoint,
+    read_history,
+    write_json,
+)
 
+# gymnasium, stable-baselines3 and the modules that load them at import (the callbacks, DQfD)
+# are imported inside the functions that train: `qlr --help` loads this module to list
+# `qlr train`, and those take about a second to import.
 if TYPE_CHECKING:
     import gymnasium
     from stable_baselines3 import DQN
     from stable_baselines3.common.vec_env import VecEnv
 
 RUNS_DIR = Path("runs")
-CONFIG_FILE = "config.yaml"
 TB_LOG_NAME = "DQN"
 
 
@@ -67,13 +81,15 @@ def env_factory(env_kwargs: dict[str, Any]) -> Callable[[], gymnasium.Env]:
 
     def make() -> gymnasium.Env:
         import gymnasium
-        import torch
 
         import qlr.envs
 
         # Workers share the machine's cores with each other and the learner: one thread each.
         torch.set_num_threads(1)
-        return gymnasium.make(qlr.envs.ENV_ID, **env_kwargs)
+        # v0, whose defaults are LearningRateEnv's own (as the demonstrations' envs have), under
+        # the config's arguments. Made from its spec: made by id, gymnasium warns in every run
+        # that v1 supersedes it.
+        return gymnasium.make(gymnasium.spec(qlr.envs.ENV_ID), **env_kwargs)
 
     return make
 
@@ -98,11 +114,6 @@ def default_run_dir(config: TrainConfig, now: float | None = None) -> Path:
     return RUNS_DIR / f"{config.name}__{config.seed}__{stamp}"
 
 
-def _load_history(run_dir: Path) -> list[dict]:
-    path = run_dir / "eval_history.json"
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
 # ---------------------------------------------------------------------------------- training
 def train(
     config: TrainConfig,
@@ -121,8 +132,6 @@ def train(
         FileExistsError: `run_dir` already holds a run and `resume` is False.
         FileNotFoundError: `resume` is True and `run_dir` holds no checkpoint.
     """
-    import torch
-
     began = time.perf_counter()
     run_dir = Path(run_dir)
     threads = torch.get_num_threads()
@@ -144,7 +153,6 @@ def _train(
     began: float,
 ) -> TrainResult:
     from stable_baselines3.common.callbacks import CallbackList
-    from tqdm import TqdmExperimentalWarning
 
     from qlr.agents.learn.callbacks import (
         CheckpointCallback,
@@ -153,7 +161,6 @@ def _train(
         HyperparameterCallback,
         QValueCallback,
         RolloutStatsCallback,
-        write_json,
     )
 
     checkpoints = run_dir / "checkpoints"
@@ -192,7 +199,7 @@ def _train(
             echo(f"periodic evaluation: {n_ref} reference runs, computed once (cached in run dir)")
             evaluator.reference_rows()
             eval_callback = HeldOutEvalCallback(
-                evaluator, config.eval_freq, run_dir, config_dict, _load_history(run_dir)
+                evaluator, config.eval_freq, run_dir, config_dict, read_history(run_dir)
             )
             callbacks.append(eval_callback)
         learn_began = time.perf_counter()
@@ -226,7 +233,7 @@ def _train(
         eval_time=eval_time,
         checkpoint_time=checkpoint_callback.seconds,
         transitions_per_s=session / net_time if session and net_time > 0 else 0.0,
-        best_eval=_best_entry(_load_history(run_dir)),
+        best_eval=_best_entry(read_history(run_dir)),
         final_eval=final_eval,
         files=files,
     )
@@ -257,8 +264,6 @@ def _demonstration_buffer(
     config: TrainConfig, run_dir: Path, venv: VecEnv, echo: Callable[[str], None]
 ) -> Any:
     """DQfD's demonstrations: collected once (saved in the run directory), then as a buffer."""
-    from qlr.agents.learn.demonstrations import Demonstrations, collect, demonstration_buffer
-
     demo = config.demonstrations
     path = run_dir / DEMONSTRATIONS_FILE
     if path.is_file():
@@ -287,8 +292,6 @@ def _new_model(
     config: TrainConfig, run_dir: Path, venv: VecEnv, echo: Callable[[str], None] = print
 ) -> DQN:
     from stable_baselines3 import DQN
-
-    from qlr.agents.learn.config import dqn_model_kwargs
 
     common = {
         "seed": config.seed,
@@ -331,8 +334,6 @@ def _remove_interrupted_writes(run_dir: Path) -> None:
 def _resume_model(config: TrainConfig, run_dir: Path, venv: VecEnv) -> DQN:
     from stable_baselines3 import DQN
 
-    from qlr.agents.learn.callbacks import latest_checkpoint
-
     _remove_interrupted_writes(run_dir)
     checkpoint = latest_checkpoint(run_dir / "checkpoints")
     if checkpoint is None:
@@ -364,9 +365,7 @@ def _finish(
     config: TrainConfig, run_dir: Path, model: DQN, echo: Callable[[str], None]
 ) -> tuple[dict[str, str], dict[str, Any] | None]:
     """Final model and policy, then the final evaluation of the best and the final policy."""
-    from qlr.agents.bench.evaluate import format_summary
-    from qlr.agents.learn.callbacks import HeldOutEvaluator, write_json
-    from qlr.agents.learn.export import export_model
+    from qlr.agents.learn.callbacks import HeldOutEvaluator
 
     config_dict = config.to_dict()
     files = {"run_dir": str(run_dir), "config": str(run_dir / CONFIG_FILE)}
@@ -381,7 +380,7 @@ def _finish(
     files["checkpoints"] = str(run_dir / "checkpoints")
     if (run_dir / "best_policy.qlr").is_file():
         files["best_policy"] = str(run_dir / "best_policy.qlr")
-        files["eval_history"] = str(run_dir / "eval_history.json")
+        files["eval_history"] = str(run_dir / EVAL_HISTORY_FILE)
     final_config = config.final_eval_config()
     if final_config is None:
         return files, None
