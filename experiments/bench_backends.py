@@ -42,7 +42,8 @@ def measure(grid: list[str], backend: str, workers: int) -> dict[str, float]:
     """One run of the grid in this process: seconds in all, and Ray's start-up share."""
     import torch
 
-    from qlr.agents.bench.compare import configure, make_specs, run_all, suite_from_args
+    from qlr.agents.bench.compare import configure, suite_from_args
+    from qlr.agents.bench.runner import make_specs, run_all
 
     parser = argparse.ArgumentParser()
     configure(parser)

@@ -11,18 +11,17 @@ import torch
 
 from qlr import QLRScheduler
 from qlr.agents.bench import linesearch
-from qlr.agents.bench.baselines import (
+from qlr.agents.bench.baselines import METHODS, get_method
+from qlr.agents.bench.budget import Budget
+from qlr.agents.bench.graduated import (
     GRADUATED,
     GRADUATED_STAGES,
-    METHODS,
-    Budget,
     GraduatedSchedule,
-    Hypergradient,
-    RuleController,
-    get_method,
     graduated_plan,
 )
-from qlr.agents.bench.evaluate import build_problem
+from qlr.agents.bench.hypergradient import Hypergradient
+from qlr.agents.bench.rule_controller import RuleController
+from qlr.agents.bench.runs import build_problem
 from qlr.envs.problems import FAMILIES, sample_least_squares, sample_quadratic, sample_rosenbrock
 from qlr.policy import save_policy
 

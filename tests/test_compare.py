@@ -10,14 +10,10 @@ from pathlib import Path
 import pytest
 
 from qlr.agents.bench.baselines import get_method
-from qlr.agents.bench.compare import (
-    SUITE_DIR,
-    Suite,
-    load_suite,
-    make_specs,
-    win_rates,
-)
-from qlr.agents.bench.evaluate import DEFAULT_SEED
+from qlr.agents.bench.runner import make_specs
+from qlr.agents.bench.runs import DEFAULT_SEED
+from qlr.agents.bench.scoring import win_rates
+from qlr.agents.bench.suites import SUITE_DIR, Suite, load_suite
 from qlr.agents.cli import main
 
 MISSING_POLICY = "policy:/nonexistent/policy.qlr"  # fails at load: a deliberately failing method

@@ -5,8 +5,9 @@ import math
 
 import pytest
 
-from qlr.agents.bench.compare import ProblemEntry, Suite, score_rows
 from qlr.agents.bench.evaluate import EvalConfig, evaluate_policy, summarize
+from qlr.agents.bench.scoring import score_rows
+from qlr.agents.bench.suites import ProblemEntry, Suite
 from qlr.policy import save_policy
 
 

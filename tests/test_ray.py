@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qlr.agents.bench.compare import execute, load_suite, make_specs, run_all
+from qlr.agents.bench.runner import execute, make_specs, run_all
+from qlr.agents.bench.suites import load_suite
 from qlr.agents.cli import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]  # `make test` runs them: -m 'not slow or ray'

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qlr.agents.bench.compare import run_all
+from qlr.agents.bench.runner import run_all
 from qlr.agents.cli import main
 from qlr.agents.learn.config import parse_yaml
 from qlr.agents.learn.search_space import (

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from qlr.agents.bench.baselines import Budget, get_method, run_scheduled
+from qlr.agents.bench.baselines import get_method
+from qlr.agents.bench.budget import Budget
+from qlr.agents.bench.methods import run_scheduled
 from qlr.agents.bench.teacher import (
     FACTORS,
     TEACHER_HORIZON,
@@ -188,7 +190,8 @@ def test_bad_arguments_fail_with_a_reason() -> None:
 
 
 def test_the_teacher_runs_in_compare_and_never_ends_above_the_rate_it_started_from() -> None:
-    from qlr.agents.bench.compare import load_suite, make_specs, run_all
+    from qlr.agents.bench.runner import make_specs, run_all
+    from qlr.agents.bench.suites import load_suite
 
     suite = replace(load_suite("compare_tiny"), methods=("constant", "teacher"))
     specs, skipped = make_specs(suite)

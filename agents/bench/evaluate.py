@@ -15,6 +15,17 @@ Divergences are split in two. A scheduler acts after `optimizer.step()`, so the 
 of a run always use the user's starting rate: when the constant run at that rate has already
 blown up within those two steps, no controller of this kind could have saved it ("unavoidable").
 Every other divergence is the controller's doing.
+
+``qlr evaluate`` is a preset over the machinery of ``qlr compare``, not a harness of its own:
+every run names its method as a suite does (``constant``, ``policy:PATH``,
+``policy_budget:PATH``, ``slope_rule``, ``teacher:H``, read by
+`qlr.agents.bench.baselines.get_method`), runs it with the same `Method.run` on the same
+held-out instances (`qlr.agents.bench.runs.build_problem`) and scores it with the same
+`qlr.agents.bench.scoring`. What the preset sets: the instances (every family of a named
+distribution), the budget of a run (`run_budget`: `EvalConfig.steps` gradient evaluations; on a
+minibatch problem also the examples those steps take at its starting batch, which is what binds
+a policy that grows the batch), and the summary (per family and optimizer, with the
+unavoidable divergences).
 """
 
 from __future__ import annotations
@@ -27,15 +38,41 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qlr._atomic import atomic_write_bytes
+from qlr.agents.bench.budget import Budget
+from qlr.agents.bench.runs import DEFAULT_SEED, build_problem
 from qlr.agents.bench.scoring import oracle_losses, score
 from qlr.agents.bench.workers import run_parallel
+from qlr.agents.errors import UsageError
+
+if TYPE_CHECKING:
+    from qlr.envs.problems import Problem
+
+__all__ = [
+    "DEFAULT_SEED",
+    "REFERENCES",
+    "EvalConfig",
+    "EvalReport",
+    "RunSpec",
+    "build_problem",
+    "check_reference",
+    "evaluate_policy",
+    "execute",
+    "format_summary",
+    "instances",
+    "oracle_specs",
+    "policy_specs",
+    "run_budget",
+    "run_specs",
+    "summarize",
+]
 
 UNAVOIDABLE_STEPS = 2  # a start rate that diverges within this many steps cannot be saved
-DEFAULT_SEED = 1_000_003  # held-out instance seeds start here; training never uses seeds this high
+POLICY = "policy"  # the method column of the evaluated policy's rows, whatever its file
 
 
 @dataclass
@@ -72,8 +109,8 @@ class RunSpec:
     optimizer: str
     lr: float
     steps: int
-    method: str  # "constant" or "policy:<path or name>"
-    tell_budget: bool = False  # the policy is told the budget
+    method: str  # a method name as `get_method` reads it: "constant", "policy:<path>", ...
+    label: str | None = None  # the rows' method column when not `method` (`POLICY`)
 
 
 @dataclass
@@ -87,6 +124,7 @@ class EvalReport:
 
 def instances(config: EvalConfig) -> list[tuple[str, dict, int]]:
     """(family, sampling kwargs, seed) for every held-out instance of the evaluation."""
+    # qlr.envs loads gymnasium: only when an evaluation runs, not when the command line starts.
     from qlr.envs.distributions import make_distribution
 
     dist = make_distribution(config.distribution)
@@ -105,50 +143,33 @@ def instances(config: EvalConfig) -> list[tuple[str, dict, int]]:
     return out
 
 
-def build_problem(family: str, kwargs: dict, seed: int):
-    """The held-out instance `seed` of `family`, identical every time it is built."""
-    from qlr.envs.distributions import ProblemDistribution
+def run_budget(problem: Problem, steps: int) -> Budget:
+    """The budget of one run: `steps` gradient evaluations, and on a minibatch problem the
+    examples those steps take at its starting batch (what binds a policy that grows the batch;
+    a method that keeps its batch takes `steps` steps either way)."""
+    # qlr.envs loads gymnasium: only when a run runs (see `execute`).
+    from qlr.envs.run import example_budget
 
-    return ProblemDistribution({family: (1.0, kwargs)}).sample(np.random.default_rng(seed))
+    return Budget(grad_evals=steps, examples=example_budget(problem, steps))
 
 
 def execute(spec: RunSpec) -> dict:
     """Run one spec and return its row (module level, so worker processes can call it)."""
-
-    from qlr.envs.optimizers import make_optimizer
-    from qlr.envs.run import run_inner, run_policy
+    # The registry loads qlr.envs (gymnasium): only when runs run, not when the command line
+    # starts (nor when a training config reads `EvalConfig`).
+    from qlr.agents.bench.baselines import get_method
 
     problem = build_problem(spec.family, dict(spec.family_kwargs), spec.instance_seed)
-    optimizer = make_optimizer(spec.optimizer, problem.params, spec.lr)
-    method, extra = spec.method, 0
-    if spec.method.startswith("policy:"):
-        policy = spec.method.split(":", 1)[1]
-        result = run_policy(
-            problem, optimizer, policy, spec.steps, record=False, tell_budget=spec.tell_budget
-        )
-        method = "policy"
-    elif spec.method == "constant":
-        result = run_inner(problem, optimizer, spec.steps, record=False)
-    elif spec.method == "slope_rule":
-        from qlr.rules import slope_rule
-
-        result = run_policy(problem, optimizer, slope_rule(), spec.steps, record=False)
-    elif spec.method.split(":")[0] == "teacher":
-        from qlr.agents.bench.teacher import LookaheadTeacher
-
-        horizon = _teacher_horizon(spec.method)
-        teacher = LookaheadTeacher(problem, optimizer, spec.steps, horizon=horizon)
-        result = run_inner(problem, optimizer, spec.steps, teacher.step, record=False)
-        extra = teacher.extra_grad_evals
-    else:
-        raise ValueError(f"unknown method {spec.method!r}")
+    budget = run_budget(problem, spec.steps)
+    result = get_method(spec.method).run(problem, spec.optimizer, spec.lr, budget)
     return {
         "family": spec.family,
         "instance": spec.instance_seed,
         "optimizer": spec.optimizer,
         "lr": spec.lr,
-        "method": method,
-        "extra_grad_evals": extra,
+        "method": spec.label or spec.method,
+        # A reference line's own look at the future (the teacher), never charged to it.
+        "extra_grad_evals": result.extra.get("lookahead_grad_evals", 0),
         "initial_loss": result.initial_loss,
         "final_loss": result.final_loss,
         "diverged": result.diverged,
@@ -166,21 +187,18 @@ rule (`qlr.rules.slope_rule`, the hand rule a learned controller must beat)."""
 
 
 def check_reference(name: str) -> str:
-    """`name` if it is one of `REFERENCES` (``teacher:H`` with H a positive integer)."""
-    if name in REFERENCES or (name.startswith("teacher:") and _teacher_horizon(name) > 0):
-        return name
-    raise ValueError(f"unknown reference {name!r}; valid: teacher, teacher:H, slope_rule")
+    """`name` if it names one of `REFERENCES` (``teacher:H`` with H a positive integer).
 
+    Raises:
+        ValueError: `name` is another method, or a ``teacher:H`` that `get_method` refuses.
+    """
+    if name not in REFERENCES and not name.startswith("teacher:"):
+        raise ValueError(f"unknown reference {name!r}; valid: teacher, teacher:H, slope_rule")
+    # The registry loads qlr.envs: see `execute`.
+    from qlr.agents.bench.baselines import get_method
 
-def _teacher_horizon(name: str) -> int | None:
-    """The lookahead of ``teacher:H`` (None for ``teacher``: to the end of the run)."""
-    _, _, horizon = name.partition(":")
-    if not horizon:
-        return None
-    try:
-        return int(horizon)
-    except ValueError:
-        return 0
+    get_method(name)  # the one parser of method names says what is wrong with a bad H
+    return name
 
 
 def run_specs(specs: Sequence[RunSpec], jobs: int = 1) -> list[dict]:
@@ -194,12 +212,19 @@ def oracle_specs(config: EvalConfig) -> list[RunSpec]:
 
 def policy_specs(config: EvalConfig, policy: str, constants: bool = True) -> list[RunSpec]:
     """The policy's runs, and (`constants`) the constant rates it starts from: leave them out
-    when the oracle rows already hold them (the initial rates on the oracle grid)."""
-    specs = _specs(config, config.initial_lrs, f"policy:{policy}")
+    when the oracle rows already hold them (the initial rates on the oracle grid).
+
+    The policy runs as the method ``policy:<policy>``, or ``policy_budget:<policy>`` when
+    `config` tells it the budget; its rows read `POLICY` in their method column.
+    """
+    method = f"{'policy_budget' if config.tell_budget else 'policy'}:{policy}"
+    specs = _specs(config, config.initial_lrs, method, label=POLICY)
     return specs + (_specs(config, config.initial_lrs, "constant") if constants else [])
 
 
-def _specs(config: EvalConfig, lrs: Iterable[float], method: str) -> list[RunSpec]:
+def _specs(
+    config: EvalConfig, lrs: Iterable[float], method: str, label: str | None = None
+) -> list[RunSpec]:
     return [
         RunSpec(
             family,
@@ -209,7 +234,7 @@ def _specs(config: EvalConfig, lrs: Iterable[float], method: str) -> list[RunSpe
             float(lr),
             config.steps,
             method,
-            config.tell_budget and method.startswith("policy:"),
+            label,
         )
         for family, kwargs, seed in instances(config)
         for opt in config.optimizers
@@ -218,7 +243,7 @@ def _specs(config: EvalConfig, lrs: Iterable[float], method: str) -> list[RunSpe
 
 
 def summarize(
-    policy_rows: list[dict], oracle_rows: list[dict], method: str = "policy"
+    policy_rows: list[dict], oracle_rows: list[dict], method: str = POLICY
 ) -> dict[str, Any]:
     """Median log10 ratios against the oracle and the starting constant, per family and overall.
 
@@ -365,8 +390,6 @@ def run(args: argparse.Namespace) -> int:
         families=tuple(args.families) if args.families else None,
         tell_budget=args.tell_budget,
     )
-    from qlr.agents.errors import UsageError
-
     try:
         references = [check_reference(r) for r in args.references]
     except ValueError as err:
@@ -374,8 +397,6 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate_policy(args.policy, config, jobs=args.jobs, references=references)
     print(format_summary(report.summary))
     if args.out is not None:
-        from qlr._atomic import atomic_write_bytes
-
         atomic_write_bytes(args.out, json.dumps(asdict(report), indent=1).encode())
         print(f"report written to {args.out}")
     return 0

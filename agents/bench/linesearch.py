@@ -12,8 +12,8 @@ The direction is steepest descent (``-grad``) except for Newton. Every loop stop
 exceed its `Budget`; the parameters are then left at the last accepted point. These methods need
 a deterministic objective: a minibatch gradient makes the sufficient-decrease tests meaningless.
 
-This module also defines the two records every baseline shares, `Budget` and `MethodResult`,
-because it is the lowest layer that needs them (`qlr.agents.bench.baselines` imports it).
+The budget and the result record are `qlr.agents.bench.budget.Budget` and
+`qlr.agents.bench.methods.MethodResult`, shared with every other method.
 """
 
 from __future__ import annotations
@@ -21,72 +21,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from qlr.agents.bench.budget import NO_EXAMPLES, Budget, examples_per_eval
+from qlr.agents.bench.methods import MethodResult
 from qlr.envs.problems import Problem, VectorProblem
-from qlr.envs.run import DIVERGENCE_FACTOR, RunResult
+from qlr.envs.run import DIVERGENCE_FACTOR
 
-# --------------------------------------------------------------------------- shared records
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Limits a run must stay within; ``None`` means no limit of that kind.
-
-    Attributes:
-        grad_evals: gradient evaluations.
-        total_evals: gradient plus function evaluations (what a line search pays for trials).
-        examples: data examples processed (gradient and function evaluations both count).
-    """
-
-    grad_evals: int | None = None
-    total_evals: int | None = None
-    examples: int | None = None
-
-    def __post_init__(self) -> None:
-        if all(v is None for v in (self.grad_evals, self.total_evals, self.examples)):
-            raise ValueError("a Budget needs at least one of grad_evals, total_evals, examples")
-        for name in ("grad_evals", "total_evals", "examples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"Budget.{name} must be positive, got {value}")
-
-    def steps(self, examples_per_step: int) -> int:
-        """Optimizer steps a one-gradient-per-step method can afford."""
-        limits = [v for v in (self.grad_evals, self.total_evals) if v is not None]
-        if self.examples is not None and examples_per_step > 0:
-            limits.append(self.examples // examples_per_step)
-        if not limits:
-            raise ValueError(_NO_EXAMPLES)
-        return min(limits)
-
-
-_NO_EXAMPLES = "a budget of examples alone cannot limit a problem without data (analytic)"
-
-
-@dataclass
-class MethodResult(RunResult):
-    """A `RunResult` with the cumulative cost at which each loss in ``losses`` was measured.
-
-    ``grad_trace[i]``, ``func_trace[i]`` and ``example_trace[i]`` are the evaluations charged
-    (since the start of the run) when ``losses[i]`` was known; curves are plotted against them
-    and "evaluations to reach a target" is read from them.
-    """
-
-    grad_trace: list[int] = field(default_factory=list)
-    func_trace: list[int] = field(default_factory=list)
-    example_trace: list[int] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
-
-
-def examples_per_eval(problem: Problem) -> tuple[int, int]:
-    """Examples one gradient and one function evaluation process (0 for analytic problems)."""
-    n = int(getattr(problem, "n", 0) or 0)
-    batch = getattr(problem, "batch_size", None)
-    return (int(batch) if batch else n), n
+# --------------------------------------------------------------------------- charging
 
 
 class EvalMeter:
@@ -101,7 +46,7 @@ class EvalMeter:
         self._start = (problem.grad_evals, problem.func_evals, problem.examples_seen)
         self._per_grad, self._per_func = examples_per_eval(problem)
         if budget.grad_evals is None and budget.total_evals is None and not self._per_grad:
-            raise ValueError(_NO_EXAMPLES)
+            raise ValueError(NO_EXAMPLES)
 
     @property
     def grads(self) -> int:

@@ -7,10 +7,12 @@ command joins that cluster as a driver and leaves it running. A Ray that this pr
 already initialised (a test fixture, a notebook) is used as it is.
 
 Each compare run (one `CompareSpec`) becomes one Ray task that calls the same `execute` as the
-local backend, on one torch thread, so the rows are the same as a local run's. Results are
-collected by index: the rows come back in the order of the specs, whichever task finished first.
-A task that raises outside the method (the method's own exceptions are caught by `execute`)
-or whose worker dies is recorded as a ``failed`` run with the reason; the other runs complete.
+local backend (`qlr.agents.bench.runner.execute`, which the runner hands in), on one torch
+thread, so the rows are the same as a local run's. Results are collected by index: the rows come
+back in the order of the specs, whichever task finished first. A task that raises outside the
+method (the method's own exceptions are caught by `execute`) or whose worker dies is recorded
+as a ``failed`` run with the reason (`qlr.agents.bench.runs.failed_result`); the other runs
+complete.
 
 Ray is an optional extra (``pip install 'qlr[ray]'``): it is imported here, inside functions,
 and nowhere else, so ``import qlr`` and the local backend never need it.
@@ -25,10 +27,11 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from qlr.agents.bench.compare import CompareSpec
+from tqdm.auto import tqdm
+
+from qlr.agents.bench.runs import CompareSpec, Result, failed_result
+from qlr.agents.bench.workers import single_thread_worker
 
 INSTALL_HINT = "the Ray backend needs the 'ray' extra: pip install 'qlr[ray]'"
 # A crashed worker is retried once: on a cluster a node can go away under a task, while a run
@@ -38,8 +41,6 @@ MAX_RETRIES = 1
 # mode" off it takes the loopback address, so a local instance is not reachable from outside.
 # Ray reads this when it is first imported.
 _LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-Result = tuple[list[dict], dict | None]  # what `qlr.agents.bench.compare.execute` returns
 
 
 def import_ray(local: bool = False) -> ModuleType:
@@ -97,8 +98,6 @@ def ray_session(address: str | None = None, num_cpus: int = 1) -> Iterator[Modul
 
 def _execute_in_worker(execute: Callable[[CompareSpec], Result], spec: CompareSpec) -> Result:
     """One compare run inside a Ray worker, on one torch thread as in the local worker pool."""
-    from qlr.agents.bench.workers import single_thread_worker
-
     single_thread_worker()
     return execute(spec)
 
@@ -117,42 +116,27 @@ def failure_reason(err: BaseException) -> str:
     return " ".join(line.split())[:300]
 
 
-def failed_result(spec: CompareSpec, reason: str) -> Result:
-    """The rows of a run that never returned, with status ``failed`` and `reason`."""
-    # The same rows `execute` writes for a method that raised; the problem's description
-    # (dimension, minibatch or not) is rebuilt here, unless building it is what failed.
-    from qlr.agents.bench.compare import _rows
-    from qlr.agents.bench.evaluate import build_problem
-
-    try:
-        info = build_problem(spec.family, dict(spec.kwargs), spec.instance).info()
-    except Exception:
-        info = {}
-    return _rows(spec, info, "failed", reason, None), None
-
-
 def run_all(
     specs: Sequence[CompareSpec],
     jobs: int = 1,
     progress: bool = True,
     address: str | None = None,
-    execute: Callable[[CompareSpec], Result] | None = None,
+    *,
+    execute: Callable[[CompareSpec], Result],
 ) -> list[Result]:
     """Execute every spec as a Ray task; results in the order of `specs`.
 
+    A task that raises outside the method, or whose worker dies, gives the rows of
+    `qlr.agents.bench.runs.failed_result`.
+
     Args:
-        specs: the runs, as `qlr.agents.bench.compare.make_specs` lists them.
+        specs: the runs, as `qlr.agents.bench.runner.make_specs` lists them.
         jobs: CPUs of the Ray instance started here (ignored when joining a cluster, whose
             nodes bring their own).
         progress: show a progress bar.
         address: ``HOST:PORT`` of a running cluster's head node; None starts Ray here.
-        execute: what a task runs per spec; `qlr.agents.bench.compare.execute` by default.
+        execute: what a task runs per spec (`qlr.agents.bench.runner.execute` for a suite).
     """
-    from tqdm.auto import tqdm
-
-    from qlr.agents.bench import compare
-
-    execute = execute or compare.execute
     with ray_session(address, jobs) as ray:
         task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_execute_in_worker)
         execute_ref = ray.put(execute)

@@ -1,6 +1,7 @@
 """The outputs of ``qlr compare``: the Markdown summary, the CSV, plots and TensorBoard runs.
 
-Every file is written whole or not at all (temporary file, then rename).
+Every file is written whole or not at all (temporary file, then rename). Functions that need to
+know more of a method than its name take the suite's `Method` objects from the caller.
 """
 
 from __future__ import annotations
@@ -9,16 +10,18 @@ import csv
 import io
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from qlr._atomic import atomic_write_bytes
+from qlr.agents.bench.suites import Suite
 from qlr.agents.figures import save_figure
 
 if TYPE_CHECKING:
-    from qlr.agents.bench.compare import Suite
+    from qlr.agents.bench.methods import Method
 
 CSV_COLUMNS = tuple(
     "suite budget problem family seed instance dim stochastic optimizer lr method role status "
@@ -131,18 +134,22 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 def example_runs(
-    rows: list[dict], curves: list[dict | None], suite: Suite
+    rows: list[dict], curves: list[dict | None], suite: Suite, methods: Sequence[Method]
 ) -> list[tuple[str, dict[str, tuple[dict, dict]]]]:
     """A few instances to draw: seed 0 of the first problems, first optimizer, middle rate.
 
-    Returns (title, {method: (row, curve)}) per instance, for the first budget count.
+    Args:
+        rows: every run's rows.
+        curves: the curve of each row's run (None where there is none).
+        suite: the suite.
+        methods: the suite's methods (their names pick the rows drawn).
+
+    Returns:
+        (title, {method: (row, curve)}) per instance, for the first budget count.
     """
     count = "grad+func" if "grad+func" in suite.counts() else suite.counts()[0]
     opt = suite.optimizers[0]
     lr = suite.initial_lrs[len(suite.initial_lrs) // 2]
-    from qlr.agents.bench.baselines import get_method
-
-    methods = [get_method(m) for m in suite.methods]
     wanted = {m.name: m for m in methods}
     out = []
     for entry in suite.problems[: suite.plot_problems]:
@@ -170,6 +177,7 @@ def example_runs(
 
 def plot_examples(examples: list, suite: Suite, folder: Path) -> list[Path]:
     """Loss against evaluations and learning-rate trajectories for the example instances."""
+    # matplotlib loads slowly: only when a figure is drawn.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,7 +238,7 @@ def plot_examples(examples: list, suite: Suite, folder: Path) -> list[Path]:
 
 def plot_scores(rows: list[dict], suite: Suite, folder: Path) -> Path:
     """Box plot of scores per method, one panel per budget count."""
-    import matplotlib
+    import matplotlib  # only when a figure is drawn, as above
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -266,17 +274,20 @@ def plot_scores(rows: list[dict], suite: Suite, folder: Path) -> Path:
     return path
 
 
-def write_tensorboard(summary: dict, examples: list, suite: Suite, folder: Path) -> None:
-    """One TensorBoard run per method: summary scalars and the example curves."""
+def write_tensorboard(
+    summary: dict, examples: list, suite: Suite, folder: Path, methods: Sequence[Method]
+) -> None:
+    """One TensorBoard run per method of `methods` (the suite's): summary scalars and the
+    example curves."""
+    # tensorboard's writer loads slowly (and pulls in tensorboard): only when runs are written.
     from torch.utils.tensorboard import SummaryWriter
 
-    from qlr.agents.bench.baselines import get_method
-
     x_unit = "examples" if "examples" in suite.counts() else "total"
-    for name in suite.methods:
+    for method in methods:
+        name = method.name
         writer = SummaryWriter(str(folder / _safe(name)))
         try:
-            writer.add_text("method", f"{name}: {get_method(name).description}")
+            writer.add_text("method", f"{name}: {method.description}")
             for count in suite.counts():
                 scores = summary[count]["methods"][name]
                 for key in (

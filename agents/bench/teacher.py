@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from qlr.agents.bench.linesearch import Budget, MethodResult, examples_per_eval
+from qlr.agents.bench.budget import Budget
+from qlr.agents.bench.methods import MAX_LR, MIN_LR, MethodResult, budget_steps, run_scheduled
 from qlr.control import ACTION_SETS, reference_lr, scale_lr
 from qlr.envs.optimizers import make_optimizer
 from qlr.envs.problems import Problem
@@ -43,9 +44,8 @@ __all__ = [
 
 FACTORS: tuple[float, ...] = ACTION_SETS[5]
 """The default policy's factors: x0.5, x0.71, x1, x1.41, x2."""
-MIN_LR, MAX_LR = 1e-8, 10.0  # QLRScheduler's default bounds, as for the rule
 TEACHER_HORIZON = 100
-"""Lookahead steps of the `teacher` method under a budget in examples (20 decisions ahead)."""
+"""Lookahead steps of the `teacher` method under a budget in examples alone (20 decisions)."""
 
 
 @dataclass(frozen=True)
@@ -281,16 +281,13 @@ def run_teacher(
 
     The budget counts the live run only; the copies' evaluations are reported in
     ``extra["lookahead_grad_evals"]`` and ``extra["lookahead_func_evals"]``, the factors chosen
-    in ``extra["decisions"]``. Under a budget in examples the copies look `TEACHER_HORIZON`
-    steps ahead (those runs are long); otherwise to the end of the budget, unless `horizon`
-    says otherwise.
+    in ``extra["decisions"]``. Under a budget in examples alone the copies look
+    `TEACHER_HORIZON` steps ahead (those runs are long); otherwise (a budget that also caps the
+    evaluations) to the end of the budget, unless `horizon` says otherwise.
     """
-    # Imported here: baselines registers this method, so it imports this module first.
-    from qlr.agents.bench.baselines import run_scheduled
-
     opt = make_optimizer(optimizer, problem.params, lr)
-    steps = budget.steps(examples_per_eval(problem)[0])
-    if horizon is None and budget.examples is not None:
+    steps = budget_steps(problem, budget)
+    if horizon is None and budget.examples_only:
         horizon = TEACHER_HORIZON
     teacher = LookaheadTeacher(problem, opt, steps, horizon=horizon)
     result = run_scheduled(problem, opt, budget, teacher.step, steps=steps)

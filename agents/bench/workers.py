@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+
+import torch
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -11,8 +14,6 @@ Result = TypeVar("Result")
 
 def single_thread_worker() -> None:
     """Worker processes share the cores: one torch thread each avoids oversubscription."""
-    import torch
-
     torch.set_num_threads(1)
 
 
@@ -44,8 +45,6 @@ def run_parallel(
                 if bar is not None:
                     bar.update()
             return out
-        import multiprocessing as mp
-
         with mp.get_context("spawn").Pool(jobs, initializer=single_thread_worker) as pool:
             chunk = max(1, len(items) // (32 * jobs))
             tasks = ((function, i, item) for i, item in enumerate(items))
@@ -67,6 +66,7 @@ def _call_indexed(task: tuple[Callable[[Any], Any], int, Any]) -> tuple[int, Any
 
 
 def _progress_bar(total: int, desc: str) -> Any:
+    # tqdm only when a bar is drawn: the command line imports this module to start.
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="run")
