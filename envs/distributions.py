@@ -36,6 +36,73 @@ steps, 8x8 images) minibatches of 8-32 / 16-64 from smaller data sets, since eac
 examples costs more. ``"train_stochastic"``, ``"val_stochastic"`` and ``"test_stochastic"``
 keep only the minibatch data families. Every family is also available on its own, under its
 name, with its default ranges (``train``'s for the training families) and scale 1.
+
+These splits share families: seven of ``test``'s eleven are training families at larger sizes,
+so they cannot say whether a controller transfers to a kind of problem it never saw. The
+held-out folds can. :data:`FOLDS` groups every family, old and new, by kind:
+
+=============  ===================================================================
+fold           families
+=============  ===================================================================
+analytic       quadratic, rosenbrock, rastrigin, ackley, quartic
+linear         least_squares, logistic, wine_softmax, sparse_logistic, separable
+mlp            mlp, digits_mlp, cancer_mlp, autoencoder, label_noise
+cnn            digits_cnn, cnn_wd
+recurrent      gru_seq, lstm_lm, rnn_algorithmic, char_rnn_text
+transformer    lm_transformer, transformer_classifier, char_lm_text
+factorization  matrix_completion, deep_linear
+=============  ===================================================================
+
+A fold is what a controller could learn one way to handle: the same objective structure
+(hand-written functions of one vector; convex losses of one linear map; dense feed-forward nets;
+convolutions over images; recurrence over steps; attention over steps; products of matrices
+with no nonlinearity between them), whatever the data. ``wine_softmax`` is a linear model
+though it is built as a network, and ``label_noise`` and ``autoencoder`` are MLPs though their
+data and loss differ; ``deep_linear`` goes with matrix completion rather than with the MLPs
+because its loss, like a factorisation's, is a polynomial in the weights with a saddle at zero
+and no activation to bound it. The text models go with their architectures, not with each
+other, so that one held-out architecture is held out whole.
+
+:func:`fold_distribution` (or :func:`make_distribution` with ``"folds:<fold>,...[:<split>]"``
+or ``"folds-except:<fold>,...[:<split>]"``) draws from some folds at one of three sizes, so
+that an ablation trains on some folds (``train``), selects its checkpoints and recipes on
+folds it did not train on (``val``) and is scored on folds neither touched (``test``):
+
+======================  =======================  =======================  =======================
+family                  ``train``                ``val``                  ``test``
+======================  =======================  =======================  =======================
+``TRAIN_FAMILIES``      as ``train`` above       as ``val`` above         as ``test`` above
+ackley                  dim 2-5                  dim 5-10                 dim 10-50
+digits_mlp              hidden 8-16              hidden 16-32             hidden 32-64
+cancer_mlp              hidden 8-16, 1 block     hidden 16-32,            hidden 32-64,
+                                                 1-2 blocks               1-2 blocks
+wine_softmax            13 -> 3, l2 1e-3         the same                 the same
+lstm_lm                 hidden 16-24,            hidden 24-32,            hidden 32-64,
+                        vocab 16-24, n 64-128    vocab 24-32, n 96-160    vocab 32-64, n 96-160
+cnn_wd                  channels 4-8,            channels 8-12,           channels 12-16,
+                        n 128-192                n 128-192                n 192-256
+autoencoder             hidden 16-32             hidden 32-48             hidden 48-64
+label_noise             hidden 16-24             hidden 24-32             hidden 32-64
+sparse_logistic         dim 256-512,             dim 512-1024,            dim 1024-2048,
+                        n 256-512                n 384-768                n 512-1024
+separable               dim 5-20, n 100-300      dim 20-40, n 200-500     dim 40-80, n 300-800
+rnn_algorithmic         hidden 16-24,            hidden 24-32,            hidden 32-48,
+                        length 4-6               length 6-8               length 8-10
+char_rnn_text           hidden 24-32, n 64-128   hidden 32-48, n 96-160   hidden 48-64, n 96-160
+transformer_classifier  d_model 16-24,           d_model 24-32,           d_model 32-48,
+                        context 12               context 12               context 16
+char_lm_text            d_model 16-24, 1 layer,  d_model 24-32, 1 layer,  d_model 32-48, 2 layers,
+                        n 64-128                 n 96-160                 n 96-160
+matrix_completion       20-40 x 20-40, rank 2-4  40-60 x 40-60, rank 2-4  60-100 x 60-100,
+                                                                          rank 2-6
+deep_linear             hidden 8-12, depth 4-5   hidden 12-16, depth 5-6  hidden 16-24, depth 6-8
+======================  =======================  =======================  =======================
+
+Loss scales, minibatch sizes and weights follow the named splits: scale log-uniform in
+[1e-3, 1e3]; data families full-batch or minibatches of 16-64 (``train``) / 32-128 (``val``,
+``test``); the recurrent, transformer and CNN families minibatches of 8-32 / 16-64 and weight
+:data:`MODEL_WEIGHT`, quadratics weight 2, everything else 1. The families added for the
+folds (:data:`FOLD_ONLY_FAMILIES`) enter none of the named splits, which stay as they were.
 """
 
 from __future__ import annotations
@@ -50,10 +117,16 @@ from .problems import FAMILIES, Problem
 __all__ = [
     "DISTRIBUTIONS",
     "FAMILIES",
+    "FOLDS",
+    "FOLD_OF",
+    "FOLD_ONLY_FAMILIES",
+    "FOLD_SPLITS",
     "HELD_OUT_FAMILIES",
     "TRAIN_FAMILIES",
     "ProblemDistribution",
+    "fold_distribution",
     "make_distribution",
+    "other_folds",
 ]
 
 TRAIN_FAMILIES: tuple[str, ...] = (
@@ -78,6 +151,38 @@ HELD_OUT_FAMILIES: tuple[str, ...] = (
     "lstm_lm",
 )
 """Families that never appear in training distributions, only in ``"test"``."""
+
+FOLD_ONLY_FAMILIES: tuple[str, ...] = (
+    "cnn_wd",
+    "autoencoder",
+    "matrix_completion",
+    "deep_linear",
+    "rnn_algorithmic",
+    "transformer_classifier",
+    "char_lm_text",
+    "char_rnn_text",
+    "sparse_logistic",
+    "separable",
+    "label_noise",
+)
+"""Families in none of the named splits (``train``, ``val``, ``test``), only in the folds."""
+
+FOLDS: dict[str, tuple[str, ...]] = {
+    "analytic": ("quadratic", "rosenbrock", "rastrigin", "ackley", "quartic"),
+    "linear": ("least_squares", "logistic", "wine_softmax", "sparse_logistic", "separable"),
+    "mlp": ("mlp", "digits_mlp", "cancer_mlp", "autoencoder", "label_noise"),
+    "cnn": ("digits_cnn", "cnn_wd"),
+    "recurrent": ("gru_seq", "lstm_lm", "rnn_algorithmic", "char_rnn_text"),
+    "transformer": ("lm_transformer", "transformer_classifier", "char_lm_text"),
+    "factorization": ("matrix_completion", "deep_linear"),
+}
+"""Every family, grouped by kind into held-out folds (see the module docstring for why)."""
+
+FOLD_OF: dict[str, str] = {family: fold for fold, families in FOLDS.items() for family in families}
+"""Family -> the fold it belongs to."""
+
+FOLD_SPLITS: tuple[str, ...] = ("train", "val", "test")
+"""The sizes a fold distribution draws at (:func:`fold_distribution`)."""
 
 SCALE_RANGE = (1e-3, 1e3)
 _TRAIN_BATCHES = [None, 16, 32, 64]  # a quarter of data problems are full-batch
@@ -258,6 +363,9 @@ def make_distribution(
     """Build a distribution from a name, a family name, a list of families or ``{family: w}``.
 
     Lists and dicts use each family's default ranges (scale 1). A distribution passes through.
+    A name may also be a fold spec: ``"folds:cnn,mlp"`` is ``fold_distribution(["cnn", "mlp"])``,
+    ``"folds:cnn:test"`` its ``test`` split, ``"folds-except:cnn:val"`` every other fold's
+    ``val`` split.
 
     Raises:
         ValueError: Naming the bad value and listing the valid choices.
@@ -265,11 +373,16 @@ def make_distribution(
     if isinstance(spec, ProblemDistribution):
         return spec
     if isinstance(spec, str):
-        if spec not in DISTRIBUTIONS:
-            raise ValueError(
-                f"unknown distribution or family {spec!r}; valid choices: {sorted(DISTRIBUTIONS)}"
-            )
-        return DISTRIBUTIONS[spec]
+        if spec in DISTRIBUTIONS:
+            return DISTRIBUTIONS[spec]
+        folds = _parse_folds(spec)
+        if folds is not None:
+            return folds
+        raise ValueError(
+            f"unknown distribution or family {spec!r}; valid choices: {sorted(DISTRIBUTIONS)}, "
+            f"or 'folds:<fold>,...[:<split>]' / 'folds-except:<fold>,...[:<split>]' with folds "
+            f"in {list(FOLDS)} and split in {list(FOLD_SPLITS)}"
+        )
     if isinstance(spec, Mapping):
         return ProblemDistribution({f: (w, {}) for f, w in spec.items()})
     if isinstance(spec, Sequence) and all(isinstance(f, str) for f in spec):
@@ -278,3 +391,211 @@ def make_distribution(
         f"cannot make a problem distribution from {spec!r}; expected a name in "
         f"{sorted(DISTRIBUTIONS)}, a list of family names or a {{family: weight}} dict"
     )
+
+
+# --------------------------------------------------------------------------- held-out folds
+
+_ANALYTIC_SIZES = {
+    "quadratic": tuple(
+        {"dim": dim, "cond": (1.0, 1e4)} for dim in ((5, 50), (50, 100), (100, 200))
+    ),
+    "rosenbrock": ({"dim": (2, 10)}, {"dim": (10, 20)}, {"dim": (20, 50)}),
+    "rastrigin": ({"dim": (2, 10)}, {"dim": (10, 20)}, {"dim": (20, 50)}),
+    "ackley": ({"dim": (2, 5)}, {"dim": (5, 10)}, {"dim": (10, 50)}),
+    "quartic": ({"dim": (5, 30)}, {"dim": (30, 50)}, {"dim": (50, 100)}),
+}
+
+# family -> (weight, model family?, train kwargs, val kwargs, test kwargs), batch sizes and
+# scale left out. The training families keep the named splits' ranges (the same objects), the
+# held-out ones get smaller train and val sizes below their test sizes.
+_FOLD_RANGES: dict[str, tuple[float, bool, dict, dict, dict]] = {
+    **{
+        family: (2.0 if family == "quadratic" else 1.0, False, *sizes)
+        for family, sizes in _ANALYTIC_SIZES.items()
+    },
+    "least_squares": (
+        1.0,
+        False,
+        {"dim": (5, 30), "n": (100, 500)},
+        {"dim": (30, 50), "n": (200, 800)},
+        {"dim": (50, 100), "n": (200, 1000)},
+    ),
+    "logistic": (
+        1.0,
+        False,
+        {"dim": (5, 30), "n": (200, 1000)},
+        {"dim": (30, 50), "n": (300, 1500)},
+        {"dim": (50, 100), "n": (500, 2000)},
+    ),
+    "wine_softmax": (1.0, False, {}, {}, {}),
+    "sparse_logistic": (
+        1.0,
+        False,
+        {"dim": (256, 512), "n": (256, 512)},
+        {"dim": (512, 1024), "n": (384, 768)},
+        {"dim": (1024, 2048), "n": (512, 1024)},
+    ),
+    "separable": (
+        1.0,
+        False,
+        {"dim": (5, 20), "n": (100, 300)},
+        {"dim": (20, 40), "n": (200, 500)},
+        {"dim": (40, 80), "n": (300, 800)},
+    ),
+    "mlp": (
+        1.0,
+        False,
+        _MLP_TRAIN,
+        {"hidden": (32, 64), "activation": ["tanh", "relu"]},
+        _MLP_TEST,
+    ),
+    "digits_mlp": (1.0, False, {"hidden": (8, 16)}, {"hidden": (16, 32)}, {"hidden": (32, 64)}),
+    "cancer_mlp": (
+        1.0,
+        False,
+        {"hidden": (8, 16), "blocks": 1},
+        {"hidden": (16, 32), "blocks": (1, 2)},
+        {"hidden": (32, 64), "blocks": (1, 2)},
+    ),
+    "autoencoder": (
+        1.0,
+        False,
+        {"hidden": (16, 32)},
+        {"hidden": (32, 48)},
+        {"hidden": (48, 64)},
+    ),
+    "label_noise": (
+        1.0,
+        False,
+        {"hidden": (16, 24)},
+        {"hidden": (24, 32)},
+        {"hidden": (32, 64)},
+    ),
+    "digits_cnn": (MODEL_WEIGHT, True, _CNN_TRAIN, _CNN_VAL, _CNN_TEST),
+    "cnn_wd": (
+        MODEL_WEIGHT,
+        True,
+        {"channels": (4, 8), "n": (128, 192)},
+        {"channels": (8, 12), "n": (128, 192)},
+        {"channels": (12, 16), "n": (192, 256)},
+    ),
+    "gru_seq": (MODEL_WEIGHT, True, _GRU_TRAIN, _GRU_VAL, _GRU_TEST),
+    "lstm_lm": (
+        MODEL_WEIGHT,
+        True,
+        {"hidden": (16, 24), "vocab": (16, 24), "context": 16, "n": (64, 128)},
+        {"hidden": (24, 32), "vocab": (24, 32), "context": 16, "n": (96, 160)},
+        _LSTM_TEST,
+    ),
+    "rnn_algorithmic": (
+        MODEL_WEIGHT,
+        True,
+        {"hidden": (16, 24), "length": (4, 6)},
+        {"hidden": (24, 32), "length": (6, 8)},
+        {"hidden": (32, 48), "length": (8, 10)},
+    ),
+    "char_rnn_text": (
+        MODEL_WEIGHT,
+        True,
+        {"hidden": (24, 32), "n": (64, 128)},
+        {"hidden": (32, 48), "n": (96, 160)},
+        {"hidden": (48, 64), "n": (96, 160)},
+    ),
+    "lm_transformer": (MODEL_WEIGHT, True, _LM_TRAIN, _LM_VAL, _LM_TEST),
+    "transformer_classifier": (
+        MODEL_WEIGHT,
+        True,
+        {"d_model": (16, 24), "context": 12},
+        {"d_model": (24, 32), "context": 12},
+        {"d_model": (32, 48), "context": 16},
+    ),
+    "char_lm_text": (
+        MODEL_WEIGHT,
+        True,
+        {"d_model": (16, 24), "layers": 1, "n": (64, 128)},
+        {"d_model": (24, 32), "layers": 1, "n": (96, 160)},
+        {"d_model": (32, 48), "layers": 2, "n": (96, 160)},
+    ),
+    "matrix_completion": (
+        1.0,
+        False,
+        {"rows": (20, 40), "cols": (20, 40)},
+        {"rows": (40, 60), "cols": (40, 60)},
+        {"rows": (60, 100), "cols": (60, 100), "rank": (2, 6)},
+    ),
+    "deep_linear": (
+        1.0,
+        False,
+        {"hidden": (8, 12), "depth": (4, 5)},
+        {"hidden": (12, 16), "depth": (5, 6)},
+        {"hidden": (16, 24), "depth": (6, 8)},
+    ),
+}
+
+
+def _fold_entry(family: str, split: str) -> tuple[float, dict[str, Any]]:
+    weight, model, *sizes = _FOLD_RANGES[family]
+    kwargs = dict(sizes[FOLD_SPLITS.index(split)])
+    if family not in FOLDS["analytic"]:
+        if model:
+            kwargs["batch_size"] = _MODEL_TRAIN_BATCHES if split == "train" else _MODEL_TEST_BATCHES
+        else:
+            kwargs["batch_size"] = _TRAIN_BATCHES if split == "train" else _TEST_BATCHES
+    return weight, {**kwargs, "scale": SCALE_RANGE}
+
+
+def _fold_names(folds: str | Sequence[str]) -> tuple[str, ...]:
+    names = (folds,) if isinstance(folds, str) else tuple(folds)
+    bad = [f for f in names if f not in FOLDS]
+    if bad or not names:
+        raise ValueError(f"unknown folds {bad or names!r}; valid folds: {list(FOLDS)}")
+    return tuple(f for f in FOLDS if f in names)  # FOLDS order, duplicates dropped
+
+
+def other_folds(folds: str | Sequence[str]) -> tuple[str, ...]:
+    """Every fold of :data:`FOLDS` but ``folds``: what a leave-folds-out run trains on.
+
+    Raises:
+        ValueError: an unknown fold, or ``folds`` naming every fold (nothing would be left).
+    """
+    held = _fold_names(folds)
+    rest = tuple(f for f in FOLDS if f not in held)
+    if not rest:
+        raise ValueError("leaving out every fold leaves nothing to draw from")
+    return rest
+
+
+def fold_distribution(folds: str | Sequence[str], split: str = "train") -> ProblemDistribution:
+    """The families of ``folds`` at the sizes of ``split`` (see the module docstring).
+
+    Example: train on every fold but the recurrent nets and the transformers, select on the
+    recurrent nets' ``val`` sizes, score on the transformers' ``test`` sizes::
+
+        train = fold_distribution(other_folds(["recurrent", "transformer"]), "train")
+        select = fold_distribution("recurrent", "val")
+        score = fold_distribution("transformer", "test")
+
+    Args:
+        folds: one fold name or several (keys of :data:`FOLDS`).
+        split: ``"train"`` (smallest instances), ``"val"`` or ``"test"`` (largest).
+
+    Raises:
+        ValueError: an unknown fold or split.
+    """
+    names = _fold_names(folds)
+    if split not in FOLD_SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {list(FOLD_SPLITS)}")
+    families = {f: _fold_entry(f, split) for fold in names for f in FOLDS[fold]}
+    return ProblemDistribution(families, f"folds:{','.join(names)}:{split}")
+
+
+def _parse_folds(spec: str) -> ProblemDistribution | None:
+    """``folds:<fold>,...[:<split>]`` or ``folds-except:<fold>,...[:<split>]``, else None."""
+    prefix, _, rest = spec.partition(":")
+    if prefix not in ("folds", "folds-except") or not rest:
+        return None
+    listed, _, split = rest.partition(":")
+    folds = [f.strip() for f in listed.split(",") if f.strip()]
+    if prefix == "folds-except":
+        folds = list(other_folds(folds))
+    return fold_distribution(folds, split or "train")

@@ -11,6 +11,7 @@ import torch
 
 from qlr.envs.distributions import (
     DISTRIBUTIONS,
+    FOLD_ONLY_FAMILIES,
     HELD_OUT_FAMILIES,
     TRAIN_FAMILIES,
     ProblemDistribution,
@@ -110,6 +111,17 @@ SMALL = {
     "cancer_mlp": dict(hidden=8, blocks=1),
     "wine_softmax": dict(),
     "lstm_lm": dict(hidden=8, embed=4, vocab=8, context=8, n=32),
+    "cnn_wd": dict(channels=2, n=64),
+    "autoencoder": dict(hidden=8, bottleneck=3, n=64),
+    "matrix_completion": dict(rows=10, cols=8, rank=2),
+    "deep_linear": dict(dim=4, hidden=6, depth=4, n=64),
+    "rnn_algorithmic": dict(hidden=8, length=4, n=32),
+    "transformer_classifier": dict(d_model=8, vocab=8, context=8, n=32),
+    "char_lm_text": dict(d_model=8, context=8, n=32),
+    "char_rnn_text": dict(hidden=8, embed=4, context=8, n=32),
+    "sparse_logistic": dict(dim=64, n=64),
+    "separable": dict(dim=5, n=64),
+    "label_noise": dict(hidden=8, n=64),
 }
 DATA_FAMILIES = {
     "least_squares",
@@ -122,6 +134,17 @@ DATA_FAMILIES = {
     "cancer_mlp",
     "wine_softmax",
     "lstm_lm",
+    "cnn_wd",
+    "autoencoder",
+    "matrix_completion",
+    "deep_linear",
+    "rnn_algorithmic",
+    "transformer_classifier",
+    "char_lm_text",
+    "char_rnn_text",
+    "sparse_logistic",
+    "separable",
+    "label_noise",
 }
 # The argument that grows from train through val to test, per family.
 SIZE_KEYS = ("dim", "hidden", "d_model", "channels")
@@ -198,9 +221,10 @@ def test_same_seed_same_instance_different_seed_different(family):
     assert torch.equal(flat_params(a), flat_params(b))
     assert a.info() == b.info()
     assert a.loss() == b.loss()
-    # least_squares starts every instance at w = 0, so its data must differ instead
-    same_start = a.dim == c.dim and torch.equal(flat_params(a), flat_params(c))
-    assert not same_start or a.loss() != c.loss()
+    # least_squares and sparse_logistic start every instance at w = 0, so their data must
+    # differ instead (at w = 0 every sparse_logistic instance has the loss log 2)
+    if a.dim == c.dim and torch.equal(flat_params(a), flat_params(c)):
+        assert not torch.equal(a.X, c.X) if family == "sparse_logistic" else a.loss() != c.loss()
 
 
 def test_same_seed_same_minibatch_sequence():
@@ -459,7 +483,11 @@ def test_every_named_distribution_samples_all_its_families(name):
 def test_held_out_families_only_in_test():
     assert set(DISTRIBUTIONS["train"].families) == set(TRAIN_FAMILIES)
     assert not set(HELD_OUT_FAMILIES) & set(TRAIN_FAMILIES)
-    assert set(TRAIN_FAMILIES) | set(HELD_OUT_FAMILIES) == set(FAMILIES)
+    assert not set(FOLD_ONLY_FAMILIES) & (set(TRAIN_FAMILIES) | set(HELD_OUT_FAMILIES))
+    assert set(TRAIN_FAMILIES) | set(HELD_OUT_FAMILIES) | set(FOLD_ONLY_FAMILIES) == set(FAMILIES)
+    # the families of the folds protocol enter no named split
+    for name in ("train", "val", "test", "train_stochastic", "val_stochastic", "test_stochastic"):
+        assert not set(FOLD_ONLY_FAMILIES) & set(DISTRIBUTIONS[name].families), name
     for name in ("train", "train_stochastic", "val"):
         assert not set(HELD_OUT_FAMILIES) & set(DISTRIBUTIONS[name].families)
     assert set(HELD_OUT_FAMILIES) <= set(DISTRIBUTIONS["test"].families)

@@ -12,7 +12,14 @@ from .analytic import (
     sample_rosenbrock,
 )
 from .base import Problem
-from .linear import sample_least_squares, sample_logistic
+from .factorization import sample_deep_linear, sample_matrix_completion
+from .feedforward import sample_autoencoder, sample_cnn_wd, sample_label_noise
+from .linear import (
+    sample_least_squares,
+    sample_logistic,
+    sample_separable,
+    sample_sparse_logistic,
+)
 from .networks import (
     sample_cancer_mlp,
     sample_digits_cnn,
@@ -22,6 +29,12 @@ from .networks import (
     sample_lstm_lm,
     sample_mlp,
     sample_wine_softmax,
+)
+from .sequences import (
+    sample_char_lm_text,
+    sample_char_rnn_text,
+    sample_rnn_algorithmic,
+    sample_transformer_classifier,
 )
 
 FAMILIES: dict[str, Callable[..., Problem]] = {
@@ -40,5 +53,17 @@ FAMILIES: dict[str, Callable[..., Problem]] = {
     "cancer_mlp": sample_cancer_mlp,
     "wine_softmax": sample_wine_softmax,
     "lstm_lm": sample_lstm_lm,
+    # families of the held-out folds protocol (qlr.envs.distributions.FOLDS), in no named split
+    "cnn_wd": sample_cnn_wd,
+    "autoencoder": sample_autoencoder,
+    "matrix_completion": sample_matrix_completion,
+    "deep_linear": sample_deep_linear,
+    "rnn_algorithmic": sample_rnn_algorithmic,
+    "transformer_classifier": sample_transformer_classifier,
+    "char_lm_text": sample_char_lm_text,
+    "char_rnn_text": sample_char_rnn_text,
+    "sparse_logistic": sample_sparse_logistic,
+    "separable": sample_separable,
+    "label_noise": sample_label_noise,
 }
 """Family name -> ``sample(rng, **ranges) -> Problem``."""

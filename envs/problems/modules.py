@@ -58,29 +58,54 @@ def _linear(
     return layer
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with one fused query/key/value projection."""
+def _gpt2_init_(model: nn.Module, layers: int, rng: np.random.Generator) -> None:
+    """GPT-2's init from ``rng``, in ``named_parameters`` order; LayerNorms are left as built.
 
-    def __init__(self, d_model: int, heads: int, dtype: torch.dtype):
+    Weights N(0, 0.02), biases 0, and the projections back into the residual stream
+    N(0, 0.02 / sqrt(2 layers)), so that the stream's variance does not grow with depth.
+    """
+    std, residual_std = 0.02, 0.02 / math.sqrt(2 * layers)
+    norms = {id(p) for m in model.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()}
+    for name, p in model.named_parameters():
+        if id(p) in norms:
+            continue  # built as ones and zeros
+        if name.endswith("bias"):
+            _fill_(p, np.zeros(tuple(p.shape)))
+        else:
+            residual = name.endswith(("attn.proj.weight", "mlp.2.weight"))
+            _fill_(p, rng.normal(0.0, residual_std if residual else std, tuple(p.shape)))
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention with one fused query/key/value projection.
+
+    Causal (each step sees itself and the steps before) unless built with ``causal=False``,
+    as an encoder's is.
+    """
+
+    def __init__(self, d_model: int, heads: int, dtype: torch.dtype, causal: bool = True):
         super().__init__()
         self.heads = heads
+        self.causal = causal
         self.qkv = nn.utils.skip_init(nn.Linear, d_model, 3 * d_model, dtype=dtype)
         self.proj = nn.utils.skip_init(nn.Linear, d_model, d_model, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
 
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
 
-    def __init__(self, d_model: int, heads: int, mlp_ratio: int, dtype: torch.dtype):
+    def __init__(
+        self, d_model: int, heads: int, mlp_ratio: int, dtype: torch.dtype, causal: bool = True
+    ):
         super().__init__()
         self.ln1 = nn.LayerNorm(d_model, dtype=dtype)  # ones and zeros: no random init
-        self.attn = CausalSelfAttention(d_model, heads, dtype)
+        self.attn = CausalSelfAttention(d_model, heads, dtype, causal)
         self.ln2 = nn.LayerNorm(d_model, dtype=dtype)
         hidden = mlp_ratio * d_model
         self.mlp = nn.Sequential(
@@ -127,18 +152,7 @@ class TransformerLM(nn.Module):
         self.head = (
             None if tied else nn.utils.skip_init(nn.Linear, d_model, vocab, bias=False, dtype=dtype)
         )
-        std, residual_std = 0.02, 0.02 / math.sqrt(2 * layers)
-        norms = {
-            id(p) for m in self.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()
-        }
-        for name, p in self.named_parameters():
-            if id(p) in norms:
-                continue  # built as ones and zeros
-            if name.endswith("bias"):
-                _fill_(p, np.zeros(tuple(p.shape)))
-            else:
-                residual = name.endswith(("attn.proj.weight", "mlp.2.weight"))
-                _fill_(p, rng.normal(0.0, residual_std if residual else std, tuple(p.shape)))
+        _gpt2_init_(self, layers, rng)
 
     def forward(self, tokens: Tensor) -> Tensor:
         x = self.tok(tokens) + self.pos[: tokens.shape[1]]
@@ -148,12 +162,51 @@ class TransformerLM(nn.Module):
         return x @ self.tok.weight.T if self.head is None else self.head(x)
 
 
-class RecurrentTagger(nn.Module):
-    """A one-layer GRU or LSTM with a linear head on every step (optional token embedding)."""
+class TransformerClassifier(nn.Module):
+    """A transformer encoder that classifies a whole sequence.
+
+    Token and learned position embeddings, pre-LN blocks with bidirectional attention, a final
+    LayerNorm, the mean over the steps and a linear head. Initialised as :class:`TransformerLM`
+    (GPT-2's init, from ``rng``).
+    """
 
     def __init__(
         self,
-        cell: type[nn.GRU] | type[nn.LSTM],
+        vocab: int,
+        context: int,
+        d_model: int,
+        layers: int,
+        heads: int,
+        mlp_ratio: int,
+        classes: int,
+        rng: np.random.Generator,
+        dtype: torch.dtype,
+    ):
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model={d_model} is not a multiple of heads={heads}")
+        self.tok = nn.utils.skip_init(nn.Embedding, vocab, d_model, dtype=dtype)
+        self.pos = nn.Parameter(torch.zeros(context, d_model, dtype=dtype))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(d_model, heads, mlp_ratio, dtype, causal=False) for _ in range(layers)
+        )
+        self.ln_f = nn.LayerNorm(d_model, dtype=dtype)
+        self.head = nn.utils.skip_init(nn.Linear, d_model, classes, dtype=dtype)
+        _gpt2_init_(self, layers, rng)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        x = self.tok(tokens) + self.pos[: tokens.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x).mean(dim=1))
+
+
+class RecurrentTagger(nn.Module):
+    """A one-layer GRU, LSTM or Elman RNN with a linear head on every step (optional embedding)."""
+
+    def __init__(
+        self,
+        cell: type[nn.GRU] | type[nn.LSTM] | type[nn.RNN],
         inputs: int,
         hidden: int,
         outputs: int,

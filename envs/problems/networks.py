@@ -77,6 +77,18 @@ class ModuleProblem(DataProblem):
         return {**super()._info(), **self.details}
 
 
+class RegressionProblem(ModuleProblem):
+    """Mean squared error of an ``nn.Module`` (over examples and outputs), times ``scale``.
+
+    The base of the regression families (an autoencoder, a deep linear network): the model's
+    output has the shape of the targets ``y``.
+    """
+
+    def _objective(self, X: Tensor, y: Tensor) -> Tensor:
+        error = self.model(X) - y
+        return (error * error).mean() * self.scale
+
+
 class MLPClassifier(ModuleProblem):
     """Cross-entropy of an MLP classifier on fixed synthetic data, times ``scale``."""
 
