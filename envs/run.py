@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from qlr.control import reference_lr
+from qlr.control import MAX_BATCH_GROWTH, reference_lr
 from qlr.envs.problems import Problem
 from qlr.policy import load_policy
 from qlr.scheduler import QLRScheduler
@@ -144,7 +144,7 @@ def make_scheduler(
             total_steps=total_steps,
         )
     # The bound it was trained with (a multiple of the start), never above the data set.
-    growth = policy.metadata.max_batch_growth or 8.0
+    growth = policy.metadata.max_batch_growth or MAX_BATCH_GROWTH
     limit = max(int(batch), min(problem.n, int(growth * batch)))
     if hold_batch:
         limit = int(batch)

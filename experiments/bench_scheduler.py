@@ -330,9 +330,10 @@ def held_bytes(loop: Loop) -> int:
         p.grad.untyped_storage().data_ptr() for p in loop.model.parameters() if p.grad is not None
     }
     chain = getattr(tracker, "_chain", None)
+    memory = getattr(tracker, "_grads", None)  # the kept gradient, by reference or copied
     tensors = [
-        *(getattr(tracker, "_prev_grads", None) or []),
-        *getattr(tracker, "_buffers", []),
+        *(getattr(memory, "kept", None) or []),
+        *getattr(memory, "_buffers", []),
         *(getattr(chain, "_buffer", None) or []),
     ]
     held: dict[int, int] = {}

@@ -9,13 +9,33 @@ with exactly the rules it will run under.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Sequence
+from enum import Enum
+from typing import Any
 
 import numpy as np
 import torch
 
 from qlr.features import FEATURE_NAMES, FEATURES_V2, FEATURES_V3, FeatureTracker
+
+logger = logging.getLogger(__name__)
+
+MIN_LR = 1e-8
+"""The default lower bound of the learning rate, in training and in deployment."""
+MAX_LR = 10.0
+"""The default upper bound of the learning rate, in training and in deployment."""
+MAX_BATCH_GROWTH = 8.0
+"""The default upper bound of the batch size, as a multiple of the starting batch size."""
+
+
+class CutKind(str, Enum):
+    """The guard that cut the rate on a step; the value names it in logs (``qlr/{value}_cut``)."""
+
+    NONFINITE = "nonfinite"  # a NaN or infinite loss or gradient
+    SPIKE = "spike"  # a loss spike (see `LRController`)
+
 
 # Factors symmetric in log space; the wider sets follow Almeida et al. (2021).
 ACTION_SETS: dict[int, tuple[float, ...]] = {
@@ -46,21 +66,41 @@ def resolve_features(names: Sequence[str] | None, batch: bool = False) -> tuple[
     return names
 
 
+def check_factors(
+    spec: Iterable[float], name: str, minimum: int = 2, keeps: str | None = None
+) -> tuple[float, ...]:
+    """Check a sequence of multiplicative factors and return it as a tuple of floats.
+
+    Args:
+        spec: the factors.
+        name: what they are called in an error message.
+        minimum: how many there must be at least.
+        keeps: when set, 1 must be one of the factors, and this says what it keeps (for the
+            message, e.g. ``"keep the batch size"``).
+
+    Raises:
+        ValueError: `spec` is not a sequence of numbers, holds too few, holds one that is not
+            positive and finite, or lacks the 1 that `keeps` asks for.
+    """
+    try:
+        factors = tuple(float(f) for f in spec)
+    except TypeError as err:
+        raise ValueError(f"{name} must be a sequence of positive factors, got {spec!r}") from err
+    if len(factors) < minimum or not all(math.isfinite(f) and f > 0 for f in factors):
+        count = {1: "one positive factor", 2: "two positive factors"}.get(
+            minimum, f"{minimum} positive factors"
+        )
+        raise ValueError(f"{name} must hold at least {count}, got {spec!r}")
+    if keeps is not None and 1.0 not in factors:
+        raise ValueError(f"{name} must include 1 ({keeps}), got {spec!r}")
+    return factors
+
+
 def resolve_batch_factors(spec: Sequence[float] | None) -> tuple[float, ...] | None:
     """Check the batch-size factors of a noise-level controller (None: rate-only control)."""
     if spec is None:
         return None
-    try:
-        factors = tuple(float(f) for f in spec)
-    except TypeError as err:
-        raise ValueError(
-            f"batch_factors must be a sequence of positive factors, got {spec!r}"
-        ) from err
-    if len(factors) < 2 or not all(math.isfinite(f) and f > 0 for f in factors):
-        raise ValueError(f"batch_factors must hold at least two positive factors, got {spec!r}")
-    if 1.0 not in factors:
-        raise ValueError(f"batch_factors must include 1 (keep the batch size), got {spec!r}")
-    return factors
+    return check_factors(spec, "batch_factors", keeps="keep the batch size")
 
 
 def resolve_action_factors(spec: int | Sequence[float]) -> tuple[float, ...]:
@@ -72,16 +112,12 @@ def resolve_action_factors(spec: int | Sequence[float]) -> tuple[float, ...]:
                 f"{sorted(ACTION_SETS)} or pass a sequence of positive factors"
             )
         return ACTION_SETS[int(spec)]
-    try:
-        factors = tuple(float(f) for f in spec)  # type: ignore[union-attr]
-    except TypeError as err:
+    if not isinstance(spec, Iterable):
         raise ValueError(
             f"action_factors must be one of {sorted(ACTION_SETS)} or a sequence of positive "
             f"factors, got {spec!r}"
-        ) from err
-    if len(factors) < 2 or not all(math.isfinite(f) and f > 0 for f in factors):
-        raise ValueError(f"action_factors must hold at least two positive factors, got {spec!r}")
-    return factors
+        )
+    return check_factors(spec, "action_factors")
 
 
 def reference_lr(optimizer: torch.optim.Optimizer) -> float:
@@ -148,7 +184,8 @@ class LRController:
         batch_factors: batch-size factors for a controller that also sets the batch (None: it
             sets only the rate; see above).
         batch_size: the batch size the run starts with (needed with `batch_factors`).
-        max_batch_size: the batch size is never set above this (default: 8 x `batch_size`).
+        max_batch_size: the batch size is never set above this (default: `MAX_BATCH_GROWTH` x
+            `batch_size`).
         min_batch_size: the batch size is never set below this.
         total_steps: the run's budget in optimizer steps, when it is known (at the starting
             batch size, for a controller that sets the batch). It feeds the ``progress``
@@ -159,8 +196,8 @@ class LRController:
         self,
         action_factors: int | Sequence[float] = 3,
         decision_interval: int = 5,
-        min_lr: float = 1e-8,
-        max_lr: float = 10.0,
+        min_lr: float = MIN_LR,
+        max_lr: float = MAX_LR,
         max_lr_growth: float | None = None,
         nonfinite_cut: float = 0.1,
         history: int = 5,
@@ -207,9 +244,9 @@ class LRController:
             features=self.features,
         )
         self.total_steps = check_total_steps(total_steps)
-        self.last_cut: str | None = None  # "nonfinite" or "spike": a guard just cut the rate
-        self.last_cuts: tuple[str, ...] = ()  # every cut of the last record_step, in order
-        self.held_cuts: list[str] = []  # judged by flush, returned by the next record_step
+        self.last_cuts: tuple[CutKind, ...] = ()  # every cut of the last record_step, in order
+        self.held_cuts: list[CutKind] = []  # judged by flush, returned by the next record_step
+        self._warned_bad_lr = False
         self.examples = 0  # examples spent since the run started (batch control only)
         self.blocks = 0  # decision blocks closed since the run started
         self.start_batch_size: int | None = None
@@ -226,7 +263,8 @@ class LRController:
     ) -> None:
         """Start from `batch_size`, kept within [`min_batch_size`, `max_batch_size`]."""
         _check_batch("batch_size", batch_size)
-        max_batch_size = 8 * int(batch_size) if max_batch_size is None else max_batch_size
+        if max_batch_size is None:
+            max_batch_size = int(MAX_BATCH_GROWTH * int(batch_size))
         _check_batch("max_batch_size", max_batch_size)
         _check_batch("min_batch_size", min_batch_size)
         if not min_batch_size <= batch_size <= max_batch_size:
@@ -254,7 +292,6 @@ class LRController:
 
     def reset(self) -> None:
         self.tracker.reset()
-        self.last_cut = None
         self.last_cuts = ()
         self.held_cuts = []
         self.examples = self.blocks = 0
@@ -290,15 +327,14 @@ class LRController:
         if self.decision_due:
             cuts += self._judge()
         self.last_cuts = tuple(cuts)
-        self.last_cut = "nonfinite" if "nonfinite" in cuts else (cuts[-1] if cuts else None)
         factor = 1.0
         for kind in cuts:
             factor *= self.cut_factor(kind)
         return factor
 
-    def cut_factor(self, kind: str) -> float:
-        """The factor of a guard: ``"nonfinite"`` or ``"spike"``."""
-        return self.nonfinite_cut if kind == "nonfinite" else self.spike_cut
+    def cut_factor(self, kind: CutKind) -> float:
+        """The factor the guard `kind` applies."""
+        return self.nonfinite_cut if kind is CutKind.NONFINITE else self.spike_cut
 
     def flush(self) -> None:
         """Read and judge a queued step now; its cut comes with the next `record_step`.
@@ -307,7 +343,7 @@ class LRController:
         """
         self.held_cuts += self._judge()
 
-    def _judge(self) -> list[str]:
+    def _judge(self) -> list[CutKind]:
         """Finish the queued step, if any, and return the guard that trips on it (or none)."""
         if not self.tracker.pending:
             return []
@@ -315,12 +351,12 @@ class LRController:
         stats = self.tracker.finish()
         assert stats is not None
         if not stats.finite:
-            return ["nonfinite"]
+            return [CutKind.NONFINITE]
         loss, factor = stats.loss, self.spike_factor
         # Only while the loss is still rising: once a cut has made the rate stable the loss falls
         # back over a few steps, and cutting on each of them would send the rate to the floor.
         if factor is not None and reference > 0 and loss > factor * reference and loss > previous:
-            return ["spike"]
+            return [CutKind.SPIKE]
         return []
 
     @property
@@ -351,7 +387,11 @@ class LRController:
         return self.batch_size
 
     def apply_action(self, optimizer: torch.optim.Optimizer, index: int) -> int | None:
-        """Apply action `index` (rate and, if any, batch factor); return the new batch size."""
+        """Apply action `index` (rate and, if any, batch factor); return the new batch size.
+
+        The one way a decision reaches the run, in the environment and in `QLRScheduler` alike.
+        Returns None for a controller that sets only the rate.
+        """
         rate_factor, batch_factor = self.action(index)
         self.scale(optimizer, rate_factor)
         return self.scale_batch(batch_factor) if self.batch_factors is not None else None
@@ -380,10 +420,14 @@ class LRController:
         """Multiply the optimizer's rates by `factor`, within the bounds, and remember the move.
 
         Returns False, changing nothing, when the rate is zero or not finite (something else set
-        it so): a factor cannot move it and dividing by it must not crash a training loop.
+        it so, a warmup or another scheduler): a factor cannot move it and dividing by it must
+        not crash a training loop. The first time, a warning says so.
         """
         lr = reference_lr(optimizer)
         if not (math.isfinite(lr) and lr > 0):
+            if not self._warned_bad_lr:
+                logger.warning("qlr: learning rate is %r, left as it is; qlr only scales it", lr)
+                self._warned_bad_lr = True
             return False
         ratio = self.clamp(lr * factor) / lr
         if self.max_lr_growth is not None and ratio > 1:
@@ -393,6 +437,44 @@ class LRController:
         scale_lr(optimizer, ratio)
         self.tracker.record_lr_change(ratio)
         return True
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """What the controller knows of the run: bounds, counters, batch size, held cuts, and
+        the feature tracker's state. Plain values and tensors (``torch.load(weights_only=True)``).
+
+        A step still queued is read and judged first; a cut it calls for is kept in the state
+        and returned by the next `record_step`, as it would have been without saving.
+        """
+        self.flush()
+        return {
+            "min_lr": self.min_lr,
+            "max_lr": self.max_lr,
+            "batch_size": self.batch_size,
+            "examples": self.examples,
+            "total_steps": self.total_steps,
+            "blocks": self.blocks,
+            "held_cuts": [kind.value for kind in self.held_cuts],
+            "tracker": self.tracker.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved.
+
+        A state without a budget (``total_steps`` None) keeps the budget given to the
+        constructor. The batch size is restored only by a controller that sets it (one built
+        with a starting batch size).
+        """
+        self.min_lr = float(state["min_lr"])
+        self.max_lr = float(state["max_lr"])
+        if state["total_steps"] is not None:
+            self.total_steps = int(state["total_steps"])
+        self.tracker.load_state_dict(state["tracker"])
+        self.held_cuts = [CutKind(kind) for kind in state["held_cuts"]]
+        self.blocks = int(state["blocks"])
+        if state["batch_size"] is not None and self.batch_size is not None:
+            self.batch_size = int(state["batch_size"])
+            self.examples = int(state["examples"])
 
 
 def check_total_steps(total_steps: object) -> int | None:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from qlr._atomic import atomic_write_bytes
+from qlr.control import check_factors
 from qlr.features import FEATURE_VERSION, FEATURES_BY_VERSION, FEATURES_V2
 
 FORMAT_NAME = "qlr-policy"
@@ -67,7 +68,7 @@ class PolicyMetadata:
     spike_cut: float = 0.5
     batch_factors: tuple[float, ...] | None = None  # set for a controller that grows the batch
     max_batch_growth: float | None = None  # the batch bound it was trained with (x start)
-    max_lr: float | None = None  # the rate's upper bound in training (None: the scheduler's 10)
+    max_lr: float | None = None  # the rate's upper bound in training (None: qlr.control.MAX_LR)
     max_lr_growth: float | None = None  # bound relative to the starting rate (None: none)
     extra: dict[str, Any] = field(default_factory=dict)  # training config hash, scores, ...
 
@@ -288,14 +289,17 @@ def _parse_metadata(path: Path, header: dict) -> PolicyMetadata:
         raise PolicyFileError(path, f"spike_factor {spike} is not a number > 1")
     if not 0 < spike_cut < 1:
         raise PolicyFileError(path, f"spike_cut {spike_cut} is not in (0, 1)")
-    if len(factors) < 2 or not all(math.isfinite(f) and f > 0 for f in factors):
-        raise PolicyFileError(path, f"action factors {list(factors)} are not positive numbers")
+    try:
+        check_factors(list(factors), "action factors")
+    except ValueError as err:
+        raise PolicyFileError(path, str(err)) from None
     if interval < 1:
         raise PolicyFileError(path, f"decision interval {interval} is not positive")
-    if batch is not None and (
-        len(batch) < 2 or 1.0 not in batch or not all(math.isfinite(f) and f > 0 for f in batch)
-    ):
-        raise PolicyFileError(path, f"batch factors {list(batch)} are not positive, with 1")
+    if batch is not None:
+        try:
+            check_factors(list(batch), "batch factors", keeps="keep the batch size")
+        except ValueError as err:
+            raise PolicyFileError(path, str(err)) from None
     if growth is not None and not (math.isfinite(growth) and growth >= 1):
         raise PolicyFileError(path, f"max_batch_growth {growth} is not a number >= 1")
     if max_lr is not None and not (math.isfinite(max_lr) and max_lr > 0):

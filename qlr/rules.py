@@ -19,9 +19,9 @@ import torch
 
 from qlr.features import FEATURE_VERSION
 from qlr.policy import Policy, PolicyMetadata
+from qlr.update_chain import SLOPE_CLIP
 
-SLOPE_FEATURE = "update_slope"
-_SLOPE_SCALE = 2.0  # update_slope is the median of r clipped to +-2, divided by 2
+SLOPE_FEATURE = "update_slope"  # the median of r clipped to +-SLOPE_CLIP, divided by it
 
 
 def slope_rule(
@@ -48,9 +48,10 @@ def slope_rule(
     Returns:
         A `Policy` with actions (`down`, 1, `up`) that reads the one feature ``update_slope``.
     """
-    if not -_SLOPE_SCALE < lower_below < raise_above < _SLOPE_SCALE:
+    if not -SLOPE_CLIP < lower_below < raise_above < SLOPE_CLIP:
         raise ValueError(
-            f"need -2 < lower_below < raise_above < 2 (r is clipped to +-2), got "
+            f"need -{SLOPE_CLIP:g} < lower_below < raise_above < {SLOPE_CLIP:g} (r is clipped "
+            f"to +-{SLOPE_CLIP:g}), got "
             f"lower_below={lower_below}, raise_above={raise_above}"
         )
     if not (math.isfinite(up) and up > 1) or not 0 < down < 1:
@@ -61,7 +62,7 @@ def slope_rule(
     # exactly one of them is positive outside the dead band, none inside it (ties hold).
     weight = torch.tensor([[-1.0], [0.0], [1.0]])
     bias = torch.tensor(
-        [lower_below / _SLOPE_SCALE, 0.0, -raise_above / _SLOPE_SCALE], dtype=torch.float32
+        [lower_below / SLOPE_CLIP, 0.0, -raise_above / SLOPE_CLIP], dtype=torch.float32
     )
     metadata = PolicyMetadata(
         action_factors=(float(down), 1.0, float(up)),

@@ -10,10 +10,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from qlr.control import LRController, reference_lr
+from qlr.control import (
+    MAX_BATCH_GROWTH,
+    MAX_LR,
+    MIN_LR,
+    CutKind,
+    LRController,
+    reference_lr,
+)
 from qlr.policy import Policy, load_policy
 
 logger = logging.getLogger(__name__)
+
+_CONTROLLER_FIELDS = (
+    "min_lr",
+    "max_lr",
+    "batch_size",
+    "examples",
+    "total_steps",
+    "blocks",
+    "held_cuts",
+    "tracker",
+)
+"""The controller's fields, which a flat state dict (see `_nest_flat_state`) keeps beside the
+scheduler's own."""
 
 
 class QLRScheduler:
@@ -95,7 +115,7 @@ class QLRScheduler:
         self,
         optimizer: torch.optim.Optimizer,
         policy: str | os.PathLike | Policy = "default",
-        min_lr: float = 1e-8,
+        min_lr: float = MIN_LR,
         max_lr: float | None = None,
         max_lr_growth: float | None = None,
         nonfinite_cut: float = 0.1,
@@ -121,14 +141,14 @@ class QLRScheduler:
                 f"{self.policy!r} also sets the batch size: pass batch_size=<the loop's starting "
                 "batch size> and feed the loop from scheduler.batch_size (qlr.DynamicBatchSampler)"
             )
-        growth = self.policy.metadata.max_batch_growth or 8.0
+        growth = self.policy.metadata.max_batch_growth or MAX_BATCH_GROWTH
         if batch_size is not None and max_batch_size is None:
             max_batch_size = max(int(batch_size), int(growth * batch_size))
         self.controller = LRController(
             action_factors=self.policy.action_factors,
             decision_interval=self.policy.decision_interval,
             min_lr=min_lr,
-            max_lr=max_lr if max_lr is not None else (self.policy.metadata.max_lr or 10.0),
+            max_lr=max_lr if max_lr is not None else (self.policy.metadata.max_lr or MAX_LR),
             max_lr_growth=max_lr_growth or self.policy.metadata.max_lr_growth,
             nonfinite_cut=nonfinite_cut,
             features=self.policy.metadata.feature_names,
@@ -149,7 +169,6 @@ class QLRScheduler:
         self.last_observation: np.ndarray | None = None  # what the policy saw at its last decision
         self._last_scale = self._scaler_scale()
         self._warned_nonfinite = False
-        self._warned_bad_lr = False
         self._last_lr = self._group_lrs()
 
     # ------------------------------------------------------------------ the loop
@@ -175,13 +194,13 @@ class QLRScheduler:
         self.steps += 1
         cuts = self.controller.last_cuts
         if cuts:
-            self._apply_factor(cut)
-            self.spike_cuts += cuts.count("spike")
+            self.controller.scale(self.optimizer, cut)
+            self.spike_cuts += cuts.count(CutKind.SPIKE)
             if self.writer is not None:
                 for kind in cuts:
                     factor = self.controller.cut_factor(kind)
-                    self.writer.add_scalar(f"qlr/{kind}_cut", factor, self.steps)
-        if "nonfinite" in cuts and not self._warned_nonfinite:
+                    self.writer.add_scalar(f"qlr/{kind.value}_cut", factor, self.steps)
+        if CutKind.NONFINITE in cuts and not self._warned_nonfinite:
             logger.warning(
                 "qlr: non-finite loss or gradient (seen at step %d); learning rate cut by %g "
                 "(further occurrences are not logged)",
@@ -203,10 +222,7 @@ class QLRScheduler:
         q_values = self.policy.q_values(obs)
         action = int(q_values.argmax())
         self.last_observation = obs
-        rate_factor, batch_factor = self.controller.action(action)
-        self._apply_factor(rate_factor)
-        if self.policy.batch_factors is not None:
-            self.controller.scale_batch(batch_factor)
+        self.controller.apply_action(self.optimizer, action)
         self.last_action = action
         self.decisions += 1
         if self.writer is not None:
@@ -216,14 +232,6 @@ class QLRScheduler:
             self.writer.add_scalar("qlr/action", action, self.steps)
             for i, q in enumerate(q_values):
                 self.writer.add_scalar(f"qlr/q_value/{i}", float(q), self.steps)
-
-    def _apply_factor(self, factor: float) -> None:
-        """Multiply the rate by `factor`, within the bounds; never fails in the user's loop."""
-        if not self.controller.scale(self.optimizer, factor) and not self._warned_bad_lr:
-            # Something else (a warmup, another scheduler) set the rate to zero or worse.
-            lr = reference_lr(self.optimizer)
-            logger.warning("qlr: learning rate is %r, left as it is; qlr only scales it", lr)
-            self._warned_bad_lr = True
 
     def _scaler_scale(self) -> float | None:
         if self.scaler is None or not self.scaler.is_enabled():
@@ -253,10 +261,12 @@ class QLRScheduler:
     def state_dict(self) -> dict[str, Any]:
         """The scheduler's memory, without the optimizer or the policy weights.
 
-        A step still queued is read and judged first; a cut it calls for is kept in the state
-        and applied by the next `step`, as it would have been without saving.
+        The scheduler's own counters, and under ``"controller"`` the controller's state (see
+        `qlr.LRController.state_dict`): plain values and tensors, so a checkpoint holding it
+        loads with ``torch.load(..., weights_only=True)``. A step still queued is read and
+        judged first; a cut it calls for is kept in the state and applied by the next `step`,
+        as it would have been without saving.
         """
-        self.controller.flush()
         return {
             "steps": self.steps,
             "decisions": self.decisions,
@@ -264,39 +274,24 @@ class QLRScheduler:
             "last_action": self.last_action,
             "last_scale": self._last_scale,
             "warned_nonfinite": self._warned_nonfinite,
-            "min_lr": self.controller.min_lr,
-            "max_lr": self.controller.max_lr,
-            "batch_size": self.controller.batch_size,
-            "examples": self.controller.examples,
-            "total_steps": self.controller.total_steps,
-            "blocks": self.controller.blocks,
-            "held_cuts": list(self.controller.held_cuts),
-            "tracker": self.controller.tracker.state_dict(),
+            "controller": self.controller.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the memory saved by `state_dict`. The optimizer's learning rate is untouched."""
+        """Restore the memory saved by `state_dict`. The optimizer's learning rate is untouched.
+
+        A state dict in the earlier flat format (the controller's fields beside the
+        scheduler's) loads as well.
+        """
+        if "controller" not in state_dict:
+            state_dict = _nest_flat_state(state_dict, self.controller)
         self.steps = int(state_dict["steps"])
         self.decisions = int(state_dict["decisions"])
-        self.spike_cuts = int(state_dict.get("spike_cuts", 0))  # absent before qlr 0.2
+        self.spike_cuts = int(state_dict["spike_cuts"])
         self.last_action = state_dict["last_action"]
         self._last_scale = state_dict["last_scale"]
         self._warned_nonfinite = bool(state_dict["warned_nonfinite"])
-        self.controller.min_lr = float(state_dict["min_lr"])
-        self.controller.max_lr = float(state_dict["max_lr"])
-        if state_dict.get("total_steps") is not None:  # else keep the constructor's budget
-            self.controller.total_steps = int(state_dict["total_steps"])
-        self.controller.tracker.load_state_dict(state_dict["tracker"])
-        self.controller.held_cuts = [str(kind) for kind in state_dict.get("held_cuts", [])]
-        # Absent before decisions were paced in examples: a block count and its examples.
-        self.controller.blocks = int(state_dict.get("blocks", self.decisions))
-        batch_size = state_dict.get("batch_size")  # absent before batch control
-        if batch_size is not None and self.controller.batch_size is not None:
-            self.controller.batch_size = int(batch_size)
-            start = self.controller.start_batch_size or int(batch_size)
-            paced = self.controller.blocks * self.controller.decision_interval * start
-            self.controller.examples = int(state_dict.get("examples", paced))
-            self.controller.tracker.interval = int(state_dict["tracker"]["interval"])
+        self.controller.load_state_dict(state_dict["controller"])
         self._last_lr = self._group_lrs()
 
     def __repr__(self) -> str:
@@ -305,6 +300,29 @@ class QLRScheduler:
             f"QLRScheduler(lr={reference_lr(self.optimizer):.3g}{batch}, steps={self.steps}, "
             f"policy={self.policy!r})"
         )
+
+
+def _nest_flat_state(flat: dict[str, Any], controller: LRController) -> dict[str, Any]:
+    """A state dict of the flat format, the controller's fields beside the scheduler's, in the
+    current one, with the controller's fields under ``"controller"``.
+
+    Fields that states saved before a feature existed lack get the value that is exact for a
+    run that never had it.
+    """
+    state = {key: value for key, value in flat.items() if key not in _CONTROLLER_FIELDS}
+    state.setdefault("spike_cuts", 0)  # saved before the spike guard counted its cuts
+    inner = {key: flat[key] for key in _CONTROLLER_FIELDS if key in flat}
+    inner.setdefault("total_steps", None)  # saved before budgets: the constructor's applies
+    inner.setdefault("held_cuts", [])  # saved before the guards judged a step one step late
+    inner.setdefault("batch_size", None)  # saved before batch control
+    # Saved before decisions were paced in examples: one block per decision, and the examples
+    # those blocks spent at the starting batch size.
+    inner.setdefault("blocks", int(state["decisions"]))
+    if "examples" not in inner:
+        start = controller.start_batch_size or int(inner["batch_size"] or 0)
+        inner["examples"] = inner["blocks"] * controller.decision_interval * start
+    state["controller"] = inner
+    return state
 
 
 def _check_loss(loss: float | torch.Tensor) -> float | torch.Tensor:

@@ -83,7 +83,7 @@ class DecisionAudit:
     def __call__(self) -> None:
         sched, controller = self.scheduler, self.scheduler.controller
         lr, batch = sched.optimizer.param_groups[0]["lr"], sched.batch_size
-        if sched.decisions > self.decisions and controller.last_cut is None:
+        if sched.decisions > self.decisions and not controller.last_cuts:
             action = int(np.argmax(sched.policy.q_values(sched.last_observation)))
             assert sched.last_action == action
             per_rate = len(sched.policy.batch_factors or (1.0,))

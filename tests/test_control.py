@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from qlr import QLRScheduler
-from qlr.control import LRController, resolve_features
+from qlr.control import LRController, reference_lr, resolve_features
 from qlr.features import FEATURE_NAMES, FEATURES_V1
 from qlr.policy import load_policy, save_policy
 
@@ -28,9 +28,9 @@ def test_spike_guard_cuts_on_a_spike_and_not_on_noise():
     assert controller.tracker.reference_loss == pytest.approx(1.225)
     # A step is judged at the next call: 2.5 > 2 * 1.225 and rising is cut when 2.48 comes.
     assert _feed(controller, [2.4, 2.5, 2.48]) == [1.0, 1.0, 0.5]
-    assert controller.last_cut == "spike"
+    assert controller.last_cuts == ("spike",)
     assert _feed(controller, [2.7]) == [1.0]  # 2.48: above 2x, but falling back: left alone
-    assert controller.last_cut is None
+    assert controller.last_cuts == ()
     assert _feed(controller, [2.6]) == [0.5]  # 2.7: rising again
     # The step that completes the block is judged at once, before the decision: 2.6 (falling)
     # is left alone and 2.9 (rising) is cut in the same call.
@@ -58,7 +58,7 @@ def test_spike_guard_is_off_by_default_and_nonfinite_still_wins():
     guarded = LRController(decision_interval=2, spike_factor=2.0, nonfinite_cut=0.1)
     assert guarded.record_step(1.0, _grads()) == 1.0
     assert guarded.record_step(math.inf, _grads()) == 0.1
-    assert guarded.last_cut == "nonfinite"
+    assert guarded.last_cuts == ("nonfinite",)
     assert guarded.record_step(1.0, _grads(math.nan)) == 0.1
 
 
@@ -181,3 +181,41 @@ def test_the_rate_bounds_a_policy_was_trained_with_travel_in_its_file(tmp_path, 
     explicit = QLRScheduler(optimizer, policy=path, max_lr=5.0)
     assert explicit.controller.max_lr == 5.0
     assert QLRScheduler(optimizer, policy=make_policy()).controller.max_lr == 10.0  # older files
+
+
+def test_a_controller_state_round_trip_continues_identically(tmp_path):
+    """The controller saves what it owns (bounds, counters, batch size, held cuts, tracker)."""
+
+    def make(**bounds):
+        return LRController(
+            decision_interval=3,
+            spike_factor=2.0,
+            batch_factors=(0.5, 1.0, 2.0),
+            batch_size=8,
+            max_batch_size=32,
+            total_steps=40,
+            **bounds,
+        )
+
+    def run(controller, optimizer, steps):
+        seen = []
+        for i in steps:
+            loss = 1.0 + 0.1 * math.sin(i) + (9.0 if i == 10 else 0.0)
+            controller.scale(optimizer, controller.record_step(loss, _grads(math.cos(i))))
+            seen.append((reference_lr(optimizer), controller.batch_size, controller.last_cuts))
+            if controller.decision_due:
+                seen.append(controller.observe().tolist())
+                controller.apply_action(optimizer, i % controller.n_actions)
+        return seen
+
+    reference = make(min_lr=1e-4, max_lr=1.0)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    run(reference, optimizer, range(11))  # the spike at step 10 is still queued
+    torch.save(reference.state_dict(), tmp_path / "controller.pt")
+    assert reference.held_cuts == ["spike"]
+    restored = make()
+    restored.load_state_dict(torch.load(tmp_path / "controller.pt", weights_only=True))
+    assert (restored.min_lr, restored.max_lr, restored.held_cuts) == (1e-4, 1.0, ["spike"])
+    copy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=reference_lr(optimizer))
+    assert run(restored, copy, range(11, 40)) == run(reference, optimizer, range(11, 40))
+    assert restored.examples == reference.examples and restored.blocks == reference.blocks

@@ -14,7 +14,7 @@ import torch
 from conftest import build_policy
 
 from qlr import QLRScheduler
-from qlr.features import FEATURE_NAMES, FEATURES_V3, GRADIENT_FEATURES
+from qlr.features import FEATURE_NAMES, FEATURES_V3, GRADIENT_FEATURES, FeatureTracker
 
 # Every way a tensor's value reaches Python.
 READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "cpu", "numpy")
@@ -211,7 +211,8 @@ def test_a_state_dict_taken_with_a_step_queued_keeps_its_cut():
         scheduler.step(loss_of_step(optimizer))
     scheduler.step(torch.tensor(1e6))  # a spike, queued
     state = scheduler.state_dict()
-    assert state["held_cuts"] == ["spike"] and optimizer.param_groups[0]["lr"] == 0.01
+    assert state["controller"]["held_cuts"] == ["spike"]
+    assert optimizer.param_groups[0]["lr"] == 0.01
     restored = QLRScheduler(torch.optim.SGD(model.parameters(), lr=0.01), policy=policy)
     restored.load_state_dict(state)
     for sched in (scheduler, restored):
@@ -223,24 +224,24 @@ def test_a_state_dict_taken_with_a_step_queued_keeps_its_cut():
     )
 
 
-def test_multi_tensor_reductions_give_the_same_features(monkeypatch):
+def test_multi_tensor_reductions_give_the_same_features():
     """On accelerators norms come from one multi-tensor kernel and the update chain moves its
-    buffer with foreach ops; forced on the CPU, that path agrees with the per-parameter one."""
-    import qlr.features
+    buffer with foreach ops; asked for on the CPU, that path agrees with the per-parameter one."""
 
-    def observations():
+    def observations(foreach):
         model, loss_of_step = _mlp_loop(5)
         optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-        scheduler = QLRScheduler(optimizer, policy=build_policy(seed=4, features=FEATURE_NAMES))
+        tracker = FeatureTracker(interval=5, dense=True, foreach=foreach)
+        params = list(model.parameters())
         seen = []
         for step in range(1, 41):
-            scheduler.step(loss_of_step(optimizer))
+            tracker.queue(loss_of_step(optimizer), [p.grad for p in params], params)
             if step % 5 == 0:
-                seen.append(scheduler.last_observation)
+                seen.append(tracker.observation())
         return np.array(seen)
 
-    loop = observations()
-    monkeypatch.setattr(qlr.features, "_FOREACH_ON_CPU", True)
-    batched = observations()
+    loop = observations(foreach=False)
+    np.testing.assert_array_equal(observations(foreach=None), loop)  # the CPU's default
+    batched = observations(foreach=True)
     assert np.abs(loop).max() > 0.1  # the features are not all zero
     np.testing.assert_allclose(batched, loop, rtol=0, atol=1e-6)

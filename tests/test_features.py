@@ -145,8 +145,7 @@ def _linear_run(set_to_none: bool, copy_on_cpu: bool, steps: int = 12, k: int = 
     model = torch.nn.Linear(6, 1)
     x, y = torch.randn(32, 6), torch.randn(32, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    tracker = FeatureTracker(interval=k)
-    tracker._copy_on_cpu = copy_on_cpu
+    tracker = FeatureTracker(interval=k, copy_grads=copy_on_cpu)
     out = []
     for step in range(1, steps + 1):
         opt.zero_grad(set_to_none=set_to_none)
@@ -170,7 +169,7 @@ def test_gradients_reused_in_place_are_detected_when_kept_by_reference():
     """zero_grad(set_to_none=False) overwrites a kept gradient; the version counter shows it."""
     reference, ref_tracker = _linear_run(True, copy_on_cpu=False)
     observed, tracker = _linear_run(False, copy_on_cpu=False)
-    assert tracker._copy_grads and not ref_tracker._copy_grads
+    assert tracker.state_dict()["copy_grads"] and not ref_tracker.state_dict()["copy_grads"]
     # The first alignment is lost (detected, not misread); after that all agree.
     np.testing.assert_allclose(observed[1:], reference[1:], atol=1e-6)
     cos = FEATURE_NAMES.index("grad_cosine")

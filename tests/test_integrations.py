@@ -125,7 +125,7 @@ def test_lightning_callback_steps_once_per_optimizer_step(make_policy, manual):
     # The step's loss is the mean over its micro-batches, not the last (Lightning-scaled) one.
     per_step = 1 if manual else 2
     assert len(module.losses) == 6 * per_step
-    tracker = sched.state_dict()["tracker"]
+    tracker = sched.state_dict()["controller"]["tracker"]
     expected = sum(module.losses[-per_step:]) / per_step
     assert tracker["last_loss"] == pytest.approx(expected, rel=1e-5)
     assert tracker["decision_grad_norm"] > 0  # the gradients were still there at step time
@@ -216,7 +216,7 @@ def test_hf_callback_steps_once_per_optimizer_step(make_policy, tmp_path):
     # x8, and the Trainer's own constant schedule kept it instead of resetting it.
     assert sched.optimizer.param_groups[0]["lr"] == pytest.approx(LR * 8)
     assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(LR * 8)
-    tracker = sched.state_dict()["tracker"]
+    tracker = sched.state_dict()["controller"]["tracker"]
     assert tracker["last_loss"] == pytest.approx(sum(model.losses[-2:]) / 2, rel=1e-5)
     assert tracker["decision_grad_norm"] > 0  # read before the Trainer zeroed the gradients
     assert not model._forward_hooks  # the loss hook is gone after training

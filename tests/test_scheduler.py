@@ -140,7 +140,8 @@ def test_accepts_scalar_losses(make_policy, as_loss):
     sched, lrs, last = run(as_loss)
     reference, reference_lrs, _ = run(float)
     assert sched.steps == 12 and sched.decisions == 4
-    assert sched.state_dict()["tracker"]["last_loss"] == last  # the loss reached the features
+    tracker = sched.state_dict()["controller"]["tracker"]
+    assert tracker["last_loss"] == last  # the loss reached the features
     assert lrs == reference_lrs
 
 
@@ -243,6 +244,64 @@ def test_state_dict_round_trip_makes_the_same_decisions(make_policy, tmp_path):
     sched2.load_state_dict(ckpt["sched"])
     assert sched2.get_last_lr() == [g["lr"] for g in opt2.param_groups]
     assert train(model2, x2, y2, opt2, sched2, 20) == reference
+
+
+FLAT_FORMAT_KEYS = (
+    "steps",
+    "decisions",
+    "spike_cuts",
+    "last_action",
+    "last_scale",
+    "warned_nonfinite",
+    "min_lr",
+    "max_lr",
+    "batch_size",
+    "examples",
+    "total_steps",
+    "blocks",
+    "held_cuts",
+    "tracker",
+)
+"""The keys of a state dict in the flat format: the controller's fields beside the scheduler's."""
+
+
+@pytest.mark.parametrize("batch", [None, 8], ids=["rate", "batch"])
+def test_a_state_dict_in_the_flat_format_still_loads(make_policy, tmp_path, batch):
+    """A checkpoint written before the controller saved its own state continues the same run."""
+    batch_factors = None if batch is None else (0.5, 1.0, 2.0)
+    policy = make_policy(
+        seed=5, interval=3, spike_factor=2.0, batch_factors=batch_factors, max_batch_growth=2
+    )
+
+    def fresh():
+        model, x, y = regression(seed=3)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        return model, x, y, opt, QLRScheduler(opt, policy=policy, batch_size=batch)
+
+    model, x, y, opt, sched = fresh()
+    train(model, x, y, opt, sched, 10)
+    tracker = sched.controller.tracker
+    for _ in range(6):  # to a step that does not end a block, so that the spike stays queued
+        if tracker.block_length + 1 < tracker.interval:
+            break
+        train(model, x, y, opt, sched, 1)
+    sched.step(torch.tensor(1e6))  # a spike still queued: its cut is held in the state
+    state = sched.state_dict()
+    flat = {key: value for key, value in state.items() if key != "controller"}
+    flat.update(state["controller"])
+    assert sorted(flat) == sorted(FLAT_FORMAT_KEYS) and flat["held_cuts"] == ["spike"]
+    checkpoint = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": flat}
+    torch.save(checkpoint, tmp_path / "c")
+    reference = train(model, x, y, opt, sched, 15)
+
+    model2, x2, y2, opt2, sched2 = fresh()
+    ckpt = torch.load(tmp_path / "c", weights_only=True)
+    model2.load_state_dict(ckpt["model"])
+    opt2.load_state_dict(ckpt["opt"])
+    sched2.load_state_dict(ckpt["sched"])
+    assert sched2.batch_size == flat["batch_size"]
+    assert train(model2, x2, y2, opt2, sched2, 15) == reference
+    assert sched2.spike_cuts == sched.spike_cuts and sched2.decisions == sched.decisions
 
 
 def test_load_state_dict_leaves_the_optimizer_rate_alone(make_policy):

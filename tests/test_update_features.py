@@ -165,7 +165,7 @@ def test_a_v4_selection_keeps_no_gradient_and_a_v2_one_no_parameters():
         opt.step()
         v4.update(1.0, [x.grad], [x])
         v2.update(1.0, [x.grad], [x])
-    assert v4._prev_grads is None  # no gradient kept between steps
+    assert v4.state_dict()["prev_grads"] is None  # no gradient kept between steps
     assert len(v2._chain._buffer) == 0  # no copy of the parameters
 
 

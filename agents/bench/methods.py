@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 import torch
 
 from qlr.agents.bench.budget import Budget, examples_per_eval
+from qlr.control import MAX_LR, MIN_LR
 from qlr.envs.optimizers import make_optimizer
 from qlr.envs.problems import Problem
 from qlr.envs.run import RunResult, run_inner
@@ -35,9 +36,6 @@ __all__ = [
     "new_optimizer",
     "run_scheduled",
 ]
-
-MIN_LR, MAX_LR = 1e-8, 10.0
-"""The rate bounds `QLRScheduler` uses by default; the hand-written controllers share them."""
 
 
 @dataclass

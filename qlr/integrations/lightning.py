@@ -29,7 +29,6 @@ because Lightning zeroes them only before the next backward pass.
 from __future__ import annotations
 
 import importlib
-import inspect
 import math
 import os
 import warnings
@@ -38,15 +37,15 @@ from typing import Any
 
 import torch
 
-from qlr.policy import Policy, load_policy
-from qlr.scheduler import QLRScheduler
+from qlr.integrations import SchedulerCallback, missing_framework
+from qlr.policy import Policy
 
 PACKAGES = ("lightning.pytorch", "pytorch_lightning")
 
 _classes: dict[str, type] = {}
 
 
-class _QLRCallbackLogic:
+class _QLRCallbackLogic(SchedulerCallback):
     """Adjusts the learning rate of a LightningModule's first optimizer with a learned policy.
 
     At the start of training the callback builds a `QLRScheduler` on the first optimizer, then
@@ -72,15 +71,11 @@ class _QLRCallbackLogic:
         >>> trainer.fit(model, train_loader)  # model.configure_optimizers() sets the initial rate
     """
 
-    def __init__(self, policy: str | os.PathLike | Policy = "default", **scheduler_kwargs: Any):
-        super().__init__()
-        # Fail at construction, not minutes later at the start of fit.
-        inspect.signature(QLRScheduler).bind(None, **scheduler_kwargs)
-        self.policy = load_policy(policy)
-        self.scheduler_kwargs = scheduler_kwargs
-        self.scheduler: QLRScheduler | None = None
+    def __init__(
+        self, policy: str | os.PathLike | Policy = "default", **scheduler_kwargs: Any
+    ) -> None:
+        super().__init__(policy, **scheduler_kwargs)
         self._pending_state: dict[str, Any] | None = None  # from a checkpoint, before fit starts
-        self._losses: list[torch.Tensor] = []  # micro-batch losses since the last optimizer step
         self._optimizer_stepped = False
         self._warned_no_grads = False
 
@@ -92,12 +87,9 @@ class _QLRCallbackLogic:
             raise RuntimeError("QLRCallback needs an optimizer: configure_optimizers returned none")
         optimizer = trainer.optimizers[0]
         if self.scheduler is None or self.scheduler.optimizer is not optimizer:
-            kwargs = dict(self.scheduler_kwargs)
             scaler = getattr(trainer.precision_plugin, "scaler", None)
-            if scaler is not None:
-                kwargs.setdefault("scaler", scaler)
-            kwargs.setdefault("total_steps", _step_budget(trainer))
-            self.scheduler = QLRScheduler(optimizer, policy=self.policy, **kwargs)
+            budget = _step_budget(trainer)
+            self.scheduler = self._build_scheduler(optimizer, scaler=scaler, total_steps=budget)
         if self._pending_state is not None:
             self.scheduler.load_state_dict(self._pending_state)
             self._pending_state = None
@@ -230,10 +222,7 @@ def callback_class(package: str | None = None) -> type:
         _classes[name] = cls
         return cls
     wanted = " or ".join(candidates)
-    raise ImportError(
-        f"qlr's QLRCallback needs {wanted}, which is not installed: pip install lightning",
-        name=candidates[0].split(".")[0],
-    )
+    raise missing_framework("QLRCallback", wanted, "lightning", name=candidates[0].split(".")[0])
 
 
 def __getattr__(name: str) -> Any:

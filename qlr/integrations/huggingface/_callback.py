@@ -1,45 +1,27 @@
-"""Hugging Face integration: `QLRTrainerCallback` drives a `QLRScheduler` inside ``Trainer``.
+"""`QLRTrainerCallback`, the class itself: importing this module imports transformers.
 
-Importing this module needs no transformers; the class is built on first use::
-
-    from qlr.integrations.huggingface import QLRTrainerCallback  # ImportError if absent
-
-How the loss gets there: ``Trainer`` calls ``lr_scheduler.step()`` without arguments and hands
-no loss to callbacks. The callback therefore registers a forward hook on the model that keeps
-the loss of every training forward pass (``outputs.loss``, ``outputs["loss"]``, or
-``outputs[0]`` of a tuple when ``labels`` were passed), and at ``on_optimizer_step``, after each
-real optimizer step and before the gradients are zeroed, it steps the scheduler with the loss of
-the accumulated micro-batches: their mean, or their sum when the Trainer passed
-``num_items_in_batch`` (the model then normalised each micro-batch by the whole step's count).
-Models whose loss the Trainer computes outside ``forward`` (``compute_loss_func``, label
-smoothing) are not supported: the callback raises at the first step.
-
-The Trainer's own scheduler: it keeps running and would overwrite qlr's rate every step. The
-callback multiplies the ``base_lrs`` of the Trainer's ``LambdaLR`` (every named
-``lr_scheduler_type`` except ``reduce_lr_on_plateau``) by each change qlr makes, so the rate is
-the Trainer's schedule times qlr's factor and the Trainer logs the rate really used. qlr was
-trained to set the rate alone: pass ``lr_scheduler_type="constant"`` with no warmup; any other
-schedule draws a warning, and a warmup, which starts the rate at 0, an error.
+`qlr.integrations.huggingface` is where it is documented and imported from; that package loads
+this module on first use, so that importing it needs no transformers.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 
 from qlr.control import reference_lr
-from qlr.policy import Policy, load_policy
-from qlr.scheduler import QLRScheduler
+from qlr.integrations import SchedulerCallback
+from qlr.policy import Policy
 
-_classes: dict[str, type] = {}
+__all__ = ["QLRTrainerCallback"]
 
 
-class _QLRTrainerCallbackLogic:
+class QLRTrainerCallback(SchedulerCallback, TrainerCallback):
     """Adjusts a ``transformers.Trainer``'s learning rate with a learned policy.
 
     At ``on_train_begin`` the callback builds a `QLRScheduler` on the Trainer's optimizer and
@@ -68,14 +50,13 @@ class _QLRTrainerCallbackLogic:
         >>> trainer.train()
     """
 
-    def __init__(self, policy: str | os.PathLike | Policy = "default", **scheduler_kwargs: Any):
-        super().__init__()
-        # Fail at construction, not at the start of training.
-        inspect.signature(QLRScheduler).bind(None, **scheduler_kwargs)
-        self.policy = load_policy(policy)
-        self.scheduler_kwargs = scheduler_kwargs
-        self.scheduler: QLRScheduler | None = None
-        self._losses: list[torch.Tensor] = []  # micro-batch losses since the last optimizer step
+    # Its public home; the class lives here so that importing that module needs no transformers.
+    __module__ = "qlr.integrations.huggingface"
+
+    def __init__(
+        self, policy: str | os.PathLike | Policy = "default", **scheduler_kwargs: Any
+    ) -> None:
+        super().__init__(policy, **scheduler_kwargs)
         self._losses_are_shares = False  # each loss already divided by the whole step's count
         self._hook: torch.utils.hooks.RemovableHandle | None = None
         self._trainer_scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
@@ -101,16 +82,12 @@ class _QLRTrainerCallbackLogic:
                 "lr_scheduler_type='constant' and warmup_steps=0"
             )
         if self.scheduler is None or self.scheduler.optimizer is not optimizer:
-            options = dict(self.scheduler_kwargs)
             # accelerate's optimizer wrapper holds the fp16 GradScaler: skipped steps don't count.
             scaler = getattr(optimizer, "scaler", None)
-            if scaler is not None:
-                options.setdefault("scaler", scaler)
             # The Trainer has worked out its optimizer steps (epochs, accumulation) by now.
             max_steps = getattr(state, "max_steps", 0)
-            if isinstance(max_steps, int) and max_steps > 0:
-                options.setdefault("total_steps", max_steps)
-            self.scheduler = QLRScheduler(optimizer, policy=self.policy, **options)
+            budget = max_steps if isinstance(max_steps, int) and max_steps > 0 else None
+            self.scheduler = self._build_scheduler(optimizer, scaler=scaler, total_steps=budget)
         self._trainer_scheduler = _lambda_scheduler(lr_scheduler)
         _warn_about_schedule(args, lr_scheduler, self._trainer_scheduler)
         self._losses = []
@@ -211,35 +188,3 @@ def _mean_over_processes(loss: torch.Tensor) -> torch.Tensor:
         torch.distributed.all_reduce(loss)
         loss /= torch.distributed.get_world_size()
     return loss
-
-
-def trainer_callback_class() -> type:
-    """The `QLRTrainerCallback` class, built on ``transformers.TrainerCallback``.
-
-    Raises:
-        ImportError: transformers is not installed.
-    """
-    if "transformers" not in _classes:
-        try:
-            from transformers import TrainerCallback
-        except ImportError as err:
-            raise ImportError(
-                "qlr's QLRTrainerCallback needs transformers, which is not installed: "
-                "pip install transformers",
-                name="transformers",
-            ) from err
-        cls = type(
-            "QLRTrainerCallback",
-            (_QLRTrainerCallbackLogic, TrainerCallback),
-            {"__module__": __name__, "__qualname__": "QLRTrainerCallback"},
-        )
-        cls.__doc__ = _QLRTrainerCallbackLogic.__doc__
-        _classes["transformers"] = cls
-    return _classes["transformers"]
-
-
-def __getattr__(name: str) -> Any:
-    # The class exists only once transformers has been imported, so it is built on first access.
-    if name == "QLRTrainerCallback":
-        return trainer_callback_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
