@@ -350,46 +350,33 @@ class LearningRateEnv(gym.Env):
         return math.isfinite(loss) and loss <= self.divergence_factor * abs(self.initial_loss)
 
     def _run_block(self) -> bool:
-        """Run k inner steps at the current rate; return True if the run diverged."""
-        if self.batch_factors is not None:
-            return self._run_block_fresh_gradients()
+        """Run k inner steps at the current rate; return True if the run diverged.
+
+        The controller sees the loss and gradient of each step just taken, as in deployment.
+        Rate-only control computes each gradient right after the previous step (one ahead). In
+        the noise-level mode (`batch_factors`) a batch-size action must reach the very next
+        batch, as it does in a training loop fed by `qlr.DynamicBatchSampler`, so each gradient
+        is taken on a batch of the current size when its step needs it.
+        """
+        fresh = self.batch_factors is not None
         params = self.problem.params
-        limit = self.divergence_factor * abs(self.initial_loss)
         for _ in range(self.controller.tracker.interval):
             if self._budget_spent():
                 break  # the budget ran out inside the block: decide on what was seen
+            if fresh:
+                self._loss = self._train_loss_and_grad()
+                if not self._within_limit(self._loss):
+                    return True
             self.optimizer.step()
-            # The controller sees the loss and gradient of the step just taken, as in deployment.
             cut = self.controller.record_step(self._loss, [p.grad for p in params], params)
             if CutKind.NONFINITE in self.controller.last_cuts:
                 return True
             if cut != 1.0:  # the spike guard, exactly as the scheduler applies it
                 self.controller.scale(self.optimizer, cut)
-            self._loss = self._train_loss_and_grad()
-            if not math.isfinite(self._loss) or self._loss > limit:
-                return True
-        return False
-
-    def _run_block_fresh_gradients(self) -> bool:
-        """Noise-level mode: every step takes its gradient on a batch of the current size.
-
-        The rate-only loop computes each gradient right after the previous step (one ahead).
-        Here a batch-size action must reach the very next batch, as it does in a training loop
-        fed by `qlr.DynamicBatchSampler`, so the gradient is taken when its step needs it.
-        """
-        params = self.problem.params
-        for _ in range(self.controller.tracker.interval):
-            if self._budget_spent():
-                break  # the budget ran out inside the block: decide on what was seen
-            self._loss = self._train_loss_and_grad()
-            if not self._within_limit(self._loss):
-                return True
-            self.optimizer.step()
-            cut = self.controller.record_step(self._loss, [p.grad for p in params], params)
-            if CutKind.NONFINITE in self.controller.last_cuts:
-                return True
-            if cut != 1.0:
-                self.controller.scale(self.optimizer, cut)
+            if not fresh:
+                self._loss = self._train_loss_and_grad()
+                if not self._within_limit(self._loss):
+                    return True
         return False
 
     def _start_batches(self, problem: Problem) -> None:

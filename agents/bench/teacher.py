@@ -26,7 +26,7 @@ import torch
 
 from qlr.agents.bench.budget import Budget
 from qlr.agents.bench.methods import MAX_LR, MIN_LR, MethodResult, budget_steps, run_scheduled
-from qlr.control import ACTION_SETS, reference_lr, scale_lr
+from qlr.control import ACTION_SETS, check_factors, reference_lr, scale_lr
 from qlr.envs.optimizers import make_optimizer
 from qlr.envs.problems import Problem
 from qlr.envs.run import DIVERGENCE_FACTOR
@@ -300,9 +300,4 @@ def run_teacher(
 
 
 def _check_factors(factors: tuple[float, ...]) -> tuple[float, ...]:
-    factors = tuple(float(f) for f in factors)
-    if not factors or not all(math.isfinite(f) and f > 0 for f in factors):
-        raise ValueError(f"factors must be positive and finite, got {factors}")
-    if 1.0 not in factors:
-        raise ValueError(f"factors must include 1 (hold the rate), got {factors}")
-    return factors
+    return check_factors(factors, "factors", minimum=1, keeps="hold the rate")
