@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The held-out evaluations of the shipped default controller that the README cites, each kept
-# as the `qlr evaluate` report (every run's final loss, the summary; JSON) and its printed table
-# (Markdown) in experiments/results/default_training/heldout/:
+# The held-out evaluations of the shipped default controller that docs/results/default.md
+# cites, each kept as the `qlr evaluate` report (every run's final loss, the summary; JSON)
+# and its printed table (Markdown) in experiments/results/default_training/heldout/:
 #   test.{json,md}               `qlr evaluate default --instances 3` on the `test` distribution
 #                                (larger sizes, held-out families) with the five training
 #                                optimizers, the slope rule as a reference line beside it

@@ -21,7 +21,7 @@ with the results) and a low one (a tenth of it). Every run ends with ``trainer.e
 the held-out set. Outputs, in ``--out``: ``results.json`` (every run, the grid, the settings)
 and ``results.md`` (the table and the claim read plainly), also printed.
 
-    python experiments/hf_transformer.py                        # the README's table
+    python experiments/hf_transformer.py         # the table on docs/results/default.md
     python experiments/hf_transformer.py --steps 100 --seeds 0 --grid --out /tmp/hf
 """
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Does the shipped recipe hold over training seeds? Trains experiments/configs/default.yaml with
-# seed 1 (the shipped file is seed 0), then gives that policy the do-no-harm checks the README
-# cites for the shipped one: `qlr demo` (SGD and Adam against the constant rate, demo seeds
-# 0 1 2) and the held-out `test` evaluation on the first instance of each family (the runs of
-# heldout/pairs.md). Writes experiments/results/default_training/seed1/.
+# seed 1 (the shipped file is seed 0), then gives that policy the do-no-harm checks that
+# docs/results/default.md cites for the shipped one: `qlr demo` (SGD and Adam against the
+# constant rate, demo seeds 0 1 2) and the held-out `test` evaluation on the first instance
+# of each family (the runs of heldout/pairs.md). Writes
+# experiments/results/default_training/seed1/.
 #   bash experiments/second_seed.sh        # about 20 minutes on 2 cores
 set -euo pipefail
 cd "$(dirname "$0")/.."

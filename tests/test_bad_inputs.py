@@ -1,5 +1,5 @@
 """QLRScheduler under bad or unusual input: each case works or fails clearly, and none corrupts
-the optimizer. The README's table of bad inputs lists these cases."""
+the optimizer. The table of bad inputs on docs/bad-input.md lists these cases."""
 
 import copy
 import math

@@ -48,5 +48,6 @@ def test_short_training_beats_the_constant_rate_on_held_out_problems(tmp_path):
     assert overall["median_log10_vs_start"] < 0  # better than keeping the starting rate
     assert overall["beats_start_rate"] > 0.5
     # The shipped recipe's guard acts on real divergence only (10x), and its held-out rate of
-    # avoidable divergences is about 2 % (README); one of these 24 runs may go the same way.
+    # avoidable divergences is about 2 % (docs/results/default.md, "Held out"); one of these
+    # 24 runs may go the same way.
     assert overall["avoidable_divergences"] <= 1, overall

@@ -6,10 +6,14 @@ static reader, and this extension supplies them:
 * ``qlr.envs`` and ``qlr.agents`` live in folders outside ``qlr/``
   (``[tool.setuptools.package-dir]`` in pyproject.toml maps them), so they are loaded from those
   folders and attached under ``qlr``.
-* ``QLRCallback`` and ``QLRTrainerCallback`` are built on first use, on top of the framework's
-  callback class (the integrations import no framework before that). Their documented
-  behaviour is the logic class they are built from, so the reference shows that class under
-  the public name.
+* ``QLRCallback`` is built on first use, on top of Lightning's callback class (the module
+  imports no framework before that). Its documented behaviour is the logic class it is built
+  from, so the reference shows that class under the public name.
+
+``QLRTrainerCallback`` needs nothing from here: it is a class in the source
+(``qlr/integrations/huggingface/_callback.py``), which ``qlr.integrations.huggingface`` imports
+under ``TYPE_CHECKING`` and loads on first access at run time. Griffe reads that import as an
+alias, so the reference finds the class under its public name.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ MAPPED = {"envs": "envs", "agents": "agents"}
 # module: {public name: the class it is built from}
 BUILT_ON_FIRST_USE = {
     "integrations.lightning": {"QLRCallback": "_QLRCallbackLogic"},
-    "integrations.huggingface": {"QLRTrainerCallback": "_QLRTrainerCallbackLogic"},
 }
 
 
