@@ -11,7 +11,9 @@ Where each thing lives:
   `scoring` (the oracle constant and scores, a suite's summary and win rates) and `report`
   (the Markdown summary, the CSV, plots and TensorBoard runs).
 * ``qlr evaluate``: `evaluate`, a preset over the same pieces (instances of a distribution, its
-  budget, its summary per family).
+  budget, its summary per family); with ``--held-out`` the leave-families-out report, whose
+  plan (what the policy's training and selection touched, the folds and families left, each
+  family's optimizers) and Markdown are `heldout`'s.
 * Methods: `baselines` (the registry and `get_method`, the one parser of method names, with
   the torch schedules, the learning-rate-free optimizers and the policies), `methods`
   (`Method`, `MethodResult` and `run_scheduled`, the loop every stepped method runs in),
@@ -20,8 +22,8 @@ Where each thing lives:
   `teacher` (the lookahead teacher, a reference line).
 
 The modules the command line imports to build its parser (`compare`, `evaluate`, and below them
-`suites`, `runs`, `budget`, `scoring`, `report`, `workers`) load neither `qlr.envs` nor the
-registry at import; they load them inside the functions that run.
+`heldout`, `suites`, `runs`, `budget`, `scoring`, `report`, `workers`) load neither `qlr.envs`
+nor the registry at import; they load them inside the functions that run.
 """
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "compare",
     "evaluate",
     "graduated",
+    "heldout",
     "hypergradient",
     "linesearch",
     "methods",

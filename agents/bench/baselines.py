@@ -93,6 +93,7 @@ __all__ = [
     "ORACLE_COSINE_GRID",
     "SLOPE_RULE_ARGS",
     "get_method",
+    "missing_package",
     "wsd_factor",
 ]
 
@@ -252,10 +253,20 @@ _LRFREE_OPTIMIZERS = {
 }
 
 
+def missing_package(name: str) -> str | None:
+    """Why method `name` cannot run in this environment (its optional package is not
+    installed), or None: a front end that runs it everywhere asks once, before any run."""
+    package = _LRFREE_PACKAGES.get(name)
+    if package is None or importlib.util.find_spec(package) is not None:
+        return None
+    return f"needs the {package} package (pip install 'qlr[lrfree]')"
+
+
 def _lrfree_applies(name: str) -> Callable[[Problem, str | None], str | None]:
     def applies(problem: Problem, optimizer: str | None) -> str | None:
-        if importlib.util.find_spec(_LRFREE_PACKAGES[name]) is None:
-            return f"needs the {_LRFREE_PACKAGES[name]} package (pip install 'qlr[lrfree]')"
+        why = missing_package(name)
+        if why is not None:
+            return why
         allowed = _LRFREE_OPTIMIZERS.get(name)
         if allowed is not None and optimizer not in allowed:
             return f"{name} has variants for {list(allowed)}, not {optimizer}"

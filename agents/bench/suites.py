@@ -2,7 +2,8 @@
 
 A suite is a YAML file in ``experiments/configs/`` (see ``hansen.yaml`` for every key), found by
 name as a shipped config (`qlr.agents.catalog`) or by path: problem entries (a family with its
-sampling kwargs, or the kwargs a named distribution gives it), method names (as
+sampling kwargs, or the kwargs a named distribution or a fold spec such as ``folds:cnn:test``
+gives it), method names (as
 `qlr.agents.bench.baselines.get_method` reads them), seeds, inner optimizers, initial rates, the
 oracle's grid of constant rates and the budget. `load_suite` checks every key, family, method and
 optimizer, so that a bad suite fails before its first run, with the valid choices.
@@ -158,7 +159,8 @@ def check_suite(suite: Suite) -> None:
 
 
 def _entry(path: Path, index: int, spec: Any) -> ProblemEntry:
-    from qlr.envs.distributions import DISTRIBUTIONS, FAMILIES  # loads qlr.envs: see check_suite
+    # loads qlr.envs: see check_suite
+    from qlr.envs.distributions import FAMILIES, make_distribution
 
     if isinstance(spec, str):
         spec = {"family": spec}
@@ -171,8 +173,12 @@ def _entry(path: Path, index: int, spec: Any) -> ProblemEntry:
     kwargs: dict[str, Any] = {}
     like = spec.get("like")
     if like is not None:
-        dist = DISTRIBUTIONS.get(like)
-        if dist is None or family not in dist.families:
+        # A named distribution or a fold spec ("folds:cnn:test"), as make_distribution reads it.
+        try:
+            dist = make_distribution(str(like))
+        except ValueError as err:
+            raise ValueError(f"{path}: problem {index}: like: {err}") from None
+        if family not in dist.families:
             raise ValueError(f"{path}: distribution {like!r} has no family {family!r}")
         kwargs.update(dist.families[family][1])
     kwargs.update({k: _range_spec(v) for k, v in (spec.get("kwargs") or {}).items()})
