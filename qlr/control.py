@@ -28,6 +28,11 @@ MAX_LR = 10.0
 """The default upper bound of the learning rate, in training and in deployment."""
 MAX_BATCH_GROWTH = 8.0
 """The default upper bound of the batch size, as a multiple of the starting batch size."""
+CEILING_BELOW_FAILURE = 0.5
+"""After a step overflowed or diverged, the rate stays below this multiple of the rate it failed
+at, while the ceiling relaxes (see `LRController.remember_failure`)."""
+CEILING_RELAX = 1.05
+"""The ceiling's rise per decision: back to the failing rate after about 14 decisions."""
 
 
 class CutKind(str, Enum):
@@ -190,6 +195,9 @@ class LRController:
         total_steps: the run's budget in optimizer steps, when it is known (at the starting
             batch size, for a controller that sets the batch). It feeds the ``progress``
             feature; a run may go past it (progress stays at 1).
+        group: a `torch.distributed` process group whose ranks decide together: every step's
+            statistics are summed over it (see `qlr.distributed`), so every rank reads the same
+            features and guards and makes the same decision. None for one process.
     """
 
     def __init__(
@@ -209,6 +217,7 @@ class LRController:
         max_batch_size: int | None = None,
         min_batch_size: int = 1,
         total_steps: int | None = None,
+        group: Any | None = None,
     ) -> None:
         self.action_factors = resolve_action_factors(action_factors)
         self.batch_factors = resolve_batch_factors(batch_factors)
@@ -232,6 +241,7 @@ class LRController:
         self.min_lr = float(min_lr)
         self.max_lr = float(max_lr)
         self.max_lr_growth = None if max_lr_growth is None else float(max_lr_growth)
+        self.ceiling: float | None = None  # below a rate that failed, while it relaxes
         self.nonfinite_cut = float(nonfinite_cut)
         self.spike_factor = None if spike_factor is None else float(spike_factor)
         self.spike_cut = float(spike_cut)
@@ -242,6 +252,7 @@ class LRController:
             history=history,
             dense="grad_noise" in self.features,
             features=self.features,
+            group=group,
         )
         self.total_steps = check_total_steps(total_steps)
         self.last_cuts: tuple[CutKind, ...] = ()  # every cut of the last record_step, in order
@@ -300,7 +311,30 @@ class LRController:
             self._update_interval()
 
     def clamp(self, lr: float) -> float:
-        return min(self.max_lr, max(self.min_lr, lr))
+        upper = (
+            self.max_lr
+            if self.ceiling is None
+            else max(self.min_lr, min(self.max_lr, self.ceiling))
+        )
+        return min(upper, max(self.min_lr, lr))
+
+    def remember_failure(self, lr: float) -> None:
+        """A step at rate `lr` overflowed or diverged: keep the rate below it for a while.
+
+        The ceiling starts at `CEILING_BELOW_FAILURE` times the failing rate and relaxes by
+        `CEILING_RELAX` at every decision (`relax_ceiling`), so a controller that raises the
+        rate straight back cannot return to the rate that failed for about 14 decisions.
+        """
+        if math.isfinite(lr) and lr > 0:
+            ceiling = CEILING_BELOW_FAILURE * lr
+            self.ceiling = ceiling if self.ceiling is None else min(self.ceiling, ceiling)
+
+    def relax_ceiling(self) -> None:
+        """One decision further from the last failure: the ceiling rises a little."""
+        if self.ceiling is not None:
+            self.ceiling *= CEILING_RELAX
+            if self.ceiling >= self.max_lr:
+                self.ceiling = None
 
     def record_step(
         self,
@@ -450,6 +484,7 @@ class LRController:
         return {
             "min_lr": self.min_lr,
             "max_lr": self.max_lr,
+            "ceiling": self.ceiling,
             "batch_size": self.batch_size,
             "examples": self.examples,
             "total_steps": self.total_steps,
@@ -467,6 +502,8 @@ class LRController:
         """
         self.min_lr = float(state["min_lr"])
         self.max_lr = float(state["max_lr"])
+        ceiling = state.get("ceiling")  # absent from states saved before the rollback guard
+        self.ceiling = None if ceiling is None else float(ceiling)
         if state["total_steps"] is not None:
             self.total_steps = int(state["total_steps"])
         self.tracker.load_state_dict(state["tracker"])

@@ -20,6 +20,11 @@ its one parameter-sized buffer is the update chain's. A non-finite gradient is s
 that read gradients; on the others it shows up one step later, in the loss of the parameters it
 has corrupted.
 
+Distributed training: with ``group`` set, each step's reductions and loss are summed over the
+process group (one small all-reduce per step, waited for when the step is read), so every rank
+computes the same features and its controller the same decisions (`qlr.distributed`). Under
+sharded training (FSDP2) each rank reads its own shards of the parameters and gradients.
+
 Host reads. `FeatureTracker.queue` leaves a step's loss (a float, or a 0-dim tensor on its
 device) and its reductions where they are (see `qlr._readback`). They are read by
 `FeatureTracker.finish`: `LRController` calls it on the next step, when the device has usually
@@ -41,6 +46,7 @@ import torch
 
 from qlr._gradient_memory import GradientMemory
 from qlr._readback import Readback, Terms, flat
+from qlr.distributed import GroupSum, is_sharded
 from qlr.feature_set import (
     FEATURE_NAMES,
     FEATURE_VERSION,
@@ -136,6 +142,9 @@ class FeatureTracker:
         foreach: take the reductions and move the update chain's buffer with multi-tensor
             kernels; None chooses by device, as torch's optimizers do (see `qlr._readback`).
             Both paths give the same features to float rounding.
+        group: a `torch.distributed` process group whose ranks' statistics are summed, so
+            that every rank computes the same features (see `qlr.distributed`); None for one
+            process.
 
     Example:
         >>> tracker = FeatureTracker(interval=5)
@@ -158,6 +167,7 @@ class FeatureTracker:
         features: Iterable[str] | None = None,
         copy_grads: bool | None = None,
         foreach: bool | None = None,
+        group: Any | None = None,
     ) -> None:
         if interval < 1:
             raise ValueError(f"interval must be >= 1, got {interval}")
@@ -175,6 +185,8 @@ class FeatureTracker:
             raise ValueError(f"unknown features {unknown}; valid: {list(FEATURE_NAMES)}")
         self.reads_gradients = bool(selected & GRADIENT_FEATURES)
         self.reads_updates = bool(selected & UPDATE_FEATURES)
+        self._group = GroupSum(group) if group is not None else None
+        self._replicated = True  # under a group: whether the parameters are held whole
         self._grads = GradientMemory(copy=copy_grads, foreach=foreach)
         self._chain = UpdateChain(foreach=foreach)
         self._updates = UpdateSamples()
@@ -196,7 +208,7 @@ class FeatureTracker:
         self._log2_batch_change = 0.0  # likewise for the batch size
         self.reference_loss = math.nan  # mean loss of the last closed block (spike guard)
         self.steps = 0
-        self._chain.reset()
+        self._chain.restart()
         self._pending: _PendingStep | None = None  # queued, not yet read
         self._updates.reset()
 
@@ -277,6 +289,9 @@ class FeatureTracker:
         chained = self.reads_updates and params is not None
         flats: list[torch.Tensor | None] = []
         if measure or chained:  # else the gradients are not even listed
+            grads = list(grads)
+            if self._group is not None:
+                self._replicated = not any(g is not None and is_sharded(g) for g in grads)
             flats = [None if g is None else flat(g) for g in grads]
         groups: list[Terms] = []  # each reduction's per-parameter terms
         if measure:
@@ -292,7 +307,7 @@ class FeatureTracker:
             # drops them again if the step turns out not to be finite.
             self._grads.keep(flats)
         self._pending = _PendingStep(
-            values=Readback(groups, loss),
+            values=Readback(groups, loss, self._group, self._replicated),
             n_grad=n_grad,
             measure=measure,
             align=align,
@@ -301,6 +316,20 @@ class FeatureTracker:
             chained=chained,
         )
         self.steps += 1
+
+    def restart_samples(self) -> None:
+        """Start the next update sample and the next pair of gradients afresh, as a tracker
+        restored from a state dict does (the statistics and counters are kept)."""
+        self.finish()
+        self._chain.restart()
+        self._grads.forget()
+
+    @property
+    def buffer_numel(self) -> int:
+        """Elements the tracker holds between steps: the update chain's copy of the
+        parameters (this rank's shards) and a kept gradient."""
+        kept = self._grads.kept or []
+        return self._chain.numel + sum(0 if g is None else g.numel() for g in kept)
 
     def finish(self) -> StepStats | None:
         """Read the queued step's values (one host transfer) and fold them into the features.
@@ -427,9 +456,12 @@ class FeatureTracker:
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the same feature stream, tensors included.
+        """The statistics and counters of the feature stream: plain numbers and lists.
 
-        A step still queued is finished first (its values read), so the state is complete.
+        A step still queued is finished first (its values read). No tensor is saved: the update
+        chain's copy of the parameters and a kept gradient are left out, and a restored tracker
+        starts its next update sample, and its next pair of gradients, afresh (as
+        `restart_samples` does).
         """
         self.finish()
         return {
@@ -438,7 +470,6 @@ class FeatureTracker:
             "copy_grads": self._grads.reused_in_place,
             "history": self.history,
             "noise_window": self.noise_window,
-            "prev_grads": None if self._grads.kept is None else list(self._grads.kept),
             "prev_grad_norm_sq": self._prev_grad_norm_sq,
             "last_loss": self._last_loss,
             "best_loss": self._best_loss,
@@ -453,7 +484,6 @@ class FeatureTracker:
             "block_start_grad_norm": self._block_start_grad_norm,
             "block": [vars(s).copy() for s in self._block],
             "steps": self.steps,
-            "chain": self._chain.state_dict(),
             "slopes": list(self._updates.slopes),
             "armijo": list(self._updates.armijo),
             "sizes": list(self._updates.sizes),
@@ -471,7 +501,9 @@ class FeatureTracker:
         self.history = int(state["history"])
         self.noise_window = int(state["noise_window"])
         self.reset()
-        self._grads.restore(state["prev_grads"], bool(state["copy_grads"]))
+        # The update chain's buffer and a kept gradient are not saved (older states hold them;
+        # they are left out): the next sample and the next gradient pair start afresh.
+        self._grads.restore(None, bool(state["copy_grads"]))
         self._prev_grad_norm_sq = float(state["prev_grad_norm_sq"])
         self._last_loss = float(state["last_loss"])
         self._best_loss = float(state["best_loss"])
@@ -487,8 +519,7 @@ class FeatureTracker:
         self._block_start_grad_norm = float(state["block_start_grad_norm"])
         self._block = [StepStats(**s) for s in state["block"]]
         self.steps = int(state["steps"])
-        if "chain" in state:
-            self._chain.load_state_dict(state["chain"])
+        if "slopes" in state:
             for name in ("slopes", "armijo", "sizes"):
                 getattr(self._updates, name).extend(float(x) for x in state[name])
 

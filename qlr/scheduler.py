@@ -18,9 +18,18 @@ from qlr.control import (
     LRController,
     reference_lr,
 )
+from qlr.distributed import default_group
 from qlr.policy import Policy, load_policy
+from qlr.rollback import Snapshot
 
 logger = logging.getLogger(__name__)
+
+KEEP_WITHIN = 2.0
+"""A block is kept as the rollback snapshot only if its mean loss is within this multiple of the
+lowest block mean so far."""
+DIVERGED_AT = 100.0
+"""A block whose mean loss is above this multiple of the lowest block mean so far has diverged:
+the scheduler rolls back, as it does for a non-finite step or a loss spike."""
 
 _CONTROLLER_FIELDS = (
     "min_lr",
@@ -36,7 +45,7 @@ _CONTROLLER_FIELDS = (
 scheduler's own."""
 
 
-class QLRScheduler:
+class QLRScheduler(torch.optim.lr_scheduler.ReduceLROnPlateau):
     """Adjusts the learning rate of an optimizer with a trained Q-network policy.
 
     Every optimizer step, the scheduler reads the loss and the gradients; every `k` steps (the
@@ -98,6 +107,47 @@ class QLRScheduler:
             policy was trained with, times `batch_size`).
         min_batch_size: the batch size is never set below this.
         total_steps: the run's budget in optimizer steps, when known (a positive integer).
+        rollback: keep the last good state and go back to it when a step overflows or diverges
+            (see "Rollback" below); False turns it off, and nothing of it runs.
+        snapshot_every: take the rollback snapshot at every this many clean decisions (1:
+            every decision); a larger value makes it cheaper on a large model.
+        snapshot_device: where the snapshot lives: None for the parameters' own device, or
+            ``"cpu"`` for host memory (no accelerator memory, slower copies).
+        process_group: the `torch.distributed` process group whose ranks decide together
+            (default: the default group, when torch.distributed is initialized with more than
+            one rank). Every step's statistics are summed over it, so every rank makes the same
+            decision at every step; see "Distributed training" below.
+
+    Distributed training: under DDP, ZeRO-style optimizers and FSDP2 (``fully_shard`` on the
+    root module, every parameter a DTensor), call ``scheduler.step(loss)`` on every rank with
+    that rank's loss. Each step's loss and inner products are summed over the group with one
+    small all-reduce, waited for when the step is read (a step later, at once on a decision's
+    step), so every rank reads the mean loss and the whole model's statistics and makes the same
+    decision. Under FSDP2 each rank reads its own shards, and the copy of the parameters the
+    update features keep is its shards only.
+
+    Rollback: the guards see a step one step late, so by the time a non-finite loss or a real
+    divergence is read, the parameters may already be infinite. With ``rollback=True`` (the
+    default) the scheduler keeps a copy of the parameters and the optimizer's state: the state
+    at construction, then the state each decision leaves, once the block after it was clean (no
+    guard cut it, its mean loss within `KEEP_WITHIN` of the lowest so far); on a non-finite
+    loss or
+    gradient, a spike the guard cuts, or a block whose mean loss rose past `DIVERGED_AT` times
+    the lowest so far, it restores that copy (bit for bit, in place) before
+    cutting the rate, and remembers the rate that failed: the rate then stays below half of it,
+    a ceiling that relaxes by 5 % a decision. ``scheduler.rollbacks`` counts the restores
+    (``qlr/rollback`` in TensorBoard). Memory: two copies of the parameters and of the
+    optimizer's state, the confirmed one and the candidate (for Adam, six times the
+    parameters; under sharded training, a rank's shards); time: one copy of both per snapshot
+    (``snapshot_every``, ``snapshot_device="cpu"`` make it cheaper). The policy does not see
+    the ceiling.
+
+    As a torch scheduler: a `torch.optim.lr_scheduler.ReduceLROnPlateau`, stepped as that one
+    is, with a metric: here the loss of the step. PyTorch Lightning drives it from
+    ``configure_optimizers`` with ``{"scheduler": scheduler, "interval": "step", "monitor":
+    "train_loss"}`` (the training loss logged on every step). ``base_lrs`` are the rates it
+    started from, ``last_epoch`` counts the steps taken, and ``get_lr`` and ``get_last_lr``
+    give the current rates.
 
     Example:
         >>> model = torch.nn.Linear(10, 1)
@@ -125,7 +175,14 @@ class QLRScheduler:
         max_batch_size: int | None = None,
         min_batch_size: int = 1,
         total_steps: int | None = None,
+        rollback: bool = True,
+        snapshot_every: int = 1,
+        snapshot_device: str | torch.device | None = None,
+        process_group: Any | None = None,
     ) -> None:
+        # The base classes' constructors are not called: LRScheduler's steps the scheduler once
+        # (which needs a loss here) and ReduceLROnPlateau's takes options of its own. What
+        # torch's scheduler API reads (base_lrs, last_epoch, get_last_lr) is set up here.
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"{type(optimizer).__name__} is not a torch.optim.Optimizer")
         lr = reference_lr(optimizer)
@@ -159,7 +216,12 @@ class QLRScheduler:
             max_batch_size=max_batch_size,
             min_batch_size=min_batch_size,
             total_steps=total_steps,
+            group=process_group if process_group is not None else default_group(),
         )
+        for group in optimizer.param_groups:  # as torch's schedulers record where they began
+            start = group["lr"]
+            group.setdefault("initial_lr", start.clone() if torch.is_tensor(start) else start)
+        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
         self.scaler = scaler
         self.writer = writer
         self.steps = 0  # optimizer steps counted (skipped AMP steps excluded)
@@ -169,10 +231,21 @@ class QLRScheduler:
         self.last_observation: np.ndarray | None = None  # what the policy saw at its last decision
         self._last_scale = self._scaler_scale()
         self._warned_nonfinite = False
+        if int(snapshot_every) != snapshot_every or snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be a positive integer, got {snapshot_every}")
+        self.snapshot_every = int(snapshot_every)
+        self.rollbacks = 0  # times the last good state was restored
+        self._snapshot: Snapshot | None = None
+        if rollback:
+            self._snapshot = Snapshot(optimizer, snapshot_device)
+            self._snapshot.save()  # the starting state is good by definition
+            self._snapshot.confirm()
+        self._clean_decisions = 0  # decisions since the last snapshot, none of them cut
+        self._best_block_loss = math.inf  # the lowest mean loss of a block so far
         self._last_lr = self._group_lrs()
 
     # ------------------------------------------------------------------ the loop
-    def step(self, loss: float | torch.Tensor | None = None) -> None:
+    def step(self, loss: float | torch.Tensor | None = None) -> None:  # type: ignore[override]
         """Record one optimizer step with its loss; decide when the interval is complete.
 
         Args:
@@ -194,6 +267,8 @@ class QLRScheduler:
         self.steps += 1
         cuts = self.controller.last_cuts
         if cuts:
+            if self._snapshot is not None:
+                self._roll_back(" and ".join(kind.value for kind in cuts))
             self.controller.scale(self.optimizer, cut)
             self.spike_cuts += cuts.count(CutKind.SPIKE)
             if self.writer is not None:
@@ -209,8 +284,64 @@ class QLRScheduler:
             )
             self._warned_nonfinite = True
         if self.controller.decision_due:
+            if self._snapshot is not None and not cuts and self._clean_decisions >= 0:
+                self.controller.relax_ceiling()  # one clean block further from a failure
             self._decide()
+            if self._snapshot is not None:
+                self._after_decision(cuts)
         self._last_lr = self._group_lrs()
+
+    def _roll_back(self, reason: str) -> None:
+        """Go back to the last good state and keep the rate below the one that failed."""
+        assert self._snapshot is not None
+        self._clean_decisions = -1  # this block is not clean: no snapshot at its decision
+        self.controller.remember_failure(reference_lr(self.optimizer))
+        if not self._snapshot.saved:  # nothing good kept since a restored state dict
+            return
+        self._snapshot.restore()
+        # The step queued now was taken from the failed state: read it into this block's
+        # statistics (its non-finite loss shows there) without judging it again.
+        self.controller.tracker.restart_samples()
+        self.rollbacks += 1
+        if self.rollbacks == 1:
+            logger.warning(
+                "qlr: %s at step %d; restored the parameters and optimizer state of the last "
+                "good decision and cut the rate (further rollbacks are not logged)",
+                reason,
+                self.steps,
+            )
+        if self.writer is not None:
+            self.writer.add_scalar("qlr/rollback", self.rollbacks, self.steps)
+
+    def _after_decision(self, cuts: tuple[CutKind, ...]) -> None:
+        """At a decision: roll back a block that diverged; keep a good one as the snapshot.
+
+        A block is good when no guard cut it and its mean loss is within `KEEP_WITHIN` of the
+        lowest block mean so far; one whose mean rose past `DIVERGED_AT` times that lowest mean
+        has diverged, even if slowly enough that no single step tripped the spike guard.
+        """
+        assert self._snapshot is not None
+        mean = self.controller.tracker.reference_loss  # this block's mean loss
+        best = self._best_block_loss
+        if best > 0 and math.isfinite(mean) and mean > DIVERGED_AT * best:
+            self._roll_back("a divergence")
+            self.controller.scale(self.optimizer, self.controller.nonfinite_cut)
+            self._clean_decisions = 0
+            return
+        if cuts or self._clean_decisions < 0:
+            self._snapshot.discard()  # the block after the candidate was cut: not good
+            self._clean_decisions = 0
+            return
+        if math.isfinite(mean):
+            self._best_block_loss = best = min(best, mean)
+        if best > 0 and not mean <= KEEP_WITHIN * best:
+            self._snapshot.discard()  # not bad enough to undo, not good enough to go back to
+            return
+        self._snapshot.confirm()  # this block started from the candidate and stayed good
+        self._clean_decisions += 1
+        if self._clean_decisions >= self.snapshot_every or not self._snapshot.saved:
+            self._snapshot.save()  # the state this decision leaves: judged by the next block
+            self._clean_decisions = 0
 
     @property
     def batch_size(self) -> int | None:
@@ -254,9 +385,18 @@ class QLRScheduler:
         ]
 
     # ------------------------------------------------------------------ torch scheduler API
-    def get_last_lr(self) -> list[float]:
+    @property
+    def last_epoch(self) -> int:  # type: ignore[override]
+        """Steps taken, as torch's schedulers count their steps."""
+        return self.steps
+
+    def get_last_lr(self) -> list[float]:  # type: ignore[override]
         """The learning rate of every param group after the last step."""
         return [float(lr) for lr in self._last_lr]
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        """The learning rate of every param group now: qlr sets it as it goes."""
+        return [float(group["lr"]) for group in self.optimizer.param_groups]
 
     def state_dict(self) -> dict[str, Any]:
         """The scheduler's memory, without the optimizer or the policy weights.
@@ -274,6 +414,8 @@ class QLRScheduler:
             "last_action": self.last_action,
             "last_scale": self._last_scale,
             "warned_nonfinite": self._warned_nonfinite,
+            "rollbacks": self.rollbacks,
+            "best_block_loss": self._best_block_loss,
             "controller": self.controller.state_dict(),
         }
 
@@ -291,7 +433,12 @@ class QLRScheduler:
         self.last_action = state_dict["last_action"]
         self._last_scale = state_dict["last_scale"]
         self._warned_nonfinite = bool(state_dict["warned_nonfinite"])
+        self.rollbacks = int(state_dict.get("rollbacks", 0))  # absent before the rollback guard
+        self._best_block_loss = float(state_dict.get("best_block_loss", math.inf))
         self.controller.load_state_dict(state_dict["controller"])
+        if self._snapshot is not None:  # the copies are not saved: kept again when next clean
+            self._snapshot.saved = False
+            self._snapshot.discard()
         self._last_lr = self._group_lrs()
 
     def __repr__(self) -> str:

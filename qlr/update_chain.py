@@ -18,12 +18,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from enum import Enum
-from typing import Any
 
 import numpy as np
 import torch
 
-from qlr._readback import Terms, flat, squares, use_foreach
+from qlr._readback import Terms, flat_param, squares, use_foreach
 
 SLOPE_CLIP = 2.0
 """The slope ratio r and the Armijo ratio are clipped to +-2 (beyond, "far too long" is all
@@ -46,6 +45,10 @@ class ChainPhase(Enum):
 
 class UpdateChain:
     """Samples the slope ratio r, the Armijo ratio and |u| / |theta| with one parameter buffer.
+
+    The buffer is a copy of the parameters in their own dtype (this rank's shards under
+    sharded training): u = theta_t - theta_{t-1} of two nearby values of one format is exact
+    in that format, and the products are taken in at least single precision.
 
     Fed every step with the loss, the gradients and the parameters (see the module docstring
     for the timing), it cycles through two phases: `ChainPhase.FORM` (the buffer holds
@@ -92,7 +95,7 @@ class UpdateChain:
             return ChainPhase.COPY, []
         dot = torch.dot
         if phase is ChainPhase.FORM:
-            flats = [flat(params[i]) for i in present]
+            flats = [flat_param(params[i]) for i in present]
             if any(f.shape != b.shape for f, b in zip(flats, self._buffer, strict=True)):
                 self._copy(params, present)
                 return ChainPhase.COPY, []
@@ -101,15 +104,16 @@ class UpdateChain:
                 torch._foreach_add_(self._buffer, flats, alpha=-1.0)  # theta_{t-1} - theta_t
                 torch._foreach_neg_(self._buffer)  # the buffer becomes u_t, bit for bit
                 pairs = zip(grads_present, self._buffer, strict=True)
-                dots = [dot(g, b) for g, b in pairs]  # type: ignore[arg-type]
+                dots = [dot(g, _like(b, g)) for g, b in pairs]  # type: ignore[arg-type]
                 u_sq, p_sq = squares(self._buffer, self.foreach), squares(flats, self.foreach)
                 return ChainPhase.FORM, [(dots, False), u_sq, p_sq]
             dots, u_terms, p_terms = [], [], []
             for g, theta, buffer in zip(grads_present, flats, self._buffer, strict=True):
                 # One parameter at a time, so that its update is still in cache for the dots.
                 torch.sub(theta, buffer, out=buffer)  # the buffer becomes u_t
-                dots.append(dot(g, buffer))  # type: ignore[arg-type]
-                u_terms.append(dot(buffer, buffer))
+                u, theta = _like(buffer, g), _like(theta, g)  # type: ignore[arg-type]
+                dots.append(dot(g, u))  # type: ignore[arg-type]
+                u_terms.append(dot(u, u))
                 p_terms.append(dot(theta, theta))
             return ChainPhase.FORM, [(dots, False), (u_terms, False), (p_terms, False)]
         dots = []
@@ -118,7 +122,7 @@ class UpdateChain:
             if g.shape != buffer.shape:  # type: ignore[union-attr]
                 self.reset()
                 return ChainPhase.COPY, []
-            dots.append(dot(g, buffer))  # type: ignore[arg-type]
+            dots.append(dot(g, _like(buffer, g)))  # type: ignore[arg-type]
         self._copy(params, present)  # after the read: the buffer starts the next sample
         return ChainPhase.CLOSE, [(dots, False)]
 
@@ -153,11 +157,16 @@ class UpdateChain:
     def _copy(self, params: list[torch.Tensor], present: tuple[int, ...]) -> None:
         if present != self._buffered or len(self._buffer) != len(present):
             self._buffer = []
-        flats = [flat(params[i]) for i in present]
+        flats = [flat_param(params[i]) for i in present]
         buffers = []
         for j, theta in enumerate(flats):
             buffer = self._buffer[j] if j < len(self._buffer) else None
-            if buffer is None or buffer.shape != theta.shape or buffer.device != theta.device:
+            if (
+                buffer is None
+                or buffer.shape != theta.shape
+                or buffer.dtype != theta.dtype
+                or buffer.device != theta.device
+            ):
                 buffer = torch.empty_like(theta)
             buffers.append(buffer)
         if use_foreach(flats, self.foreach):
@@ -168,23 +177,20 @@ class UpdateChain:
         self._buffer, self._buffered = buffers, present
         self._phase = ChainPhase.FORM
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "phase": self._phase.value,  # a plain string: loadable with weights_only=True
-            "buffer": [b.clone() for b in self._buffer],
-            "buffered": list(self._buffered),
-            "denominator": self._denominator,
-            "loss_before": self._loss_before,
-            "size": self._size,
-        }
+    def restart(self) -> None:
+        """Drop the buffer too (a restored chain): the next step starts a sample with a copy."""
+        self.reset()
+        self._buffer, self._buffered = [], ()
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._phase = ChainPhase(str(state["phase"]))
-        self._buffer = [b.clone() for b in state["buffer"]]
-        self._buffered = tuple(int(i) for i in state["buffered"])
-        self._denominator = float(state["denominator"])
-        self._loss_before = float(state["loss_before"])
-        self._size = float(state["size"])
+    @property
+    def numel(self) -> int:
+        """Elements the buffer holds."""
+        return sum(b.numel() for b in self._buffer)
+
+
+def _like(tensor: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """`tensor` in `other`'s dtype, for a dot product of the two (a half buffer, float grads)."""
+    return tensor if tensor.dtype == other.dtype else tensor.to(other.dtype)
 
 
 def _clip(x: float) -> float:

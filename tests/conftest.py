@@ -88,7 +88,7 @@ class DecisionAudit:
             assert sched.last_action == action
             per_rate = len(sched.policy.batch_factors or (1.0,))
             factor = sched.policy.action_factors[action // per_rate]
-            expected = min(controller.max_lr, max(controller.min_lr, self.lrs[-1] * factor))
+            expected = controller.clamp(self.lrs[-1] * factor)  # bounds and any ceiling
             assert lr == pytest.approx(expected, rel=1e-6), (action, self.lrs[-1], lr)
             if sched.policy.batch_factors is not None:
                 grown = round(self.batch_sizes[-1] * sched.policy.batch_factors[action % per_rate])

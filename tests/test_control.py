@@ -217,5 +217,6 @@ def test_a_controller_state_round_trip_continues_identically(tmp_path):
     restored.load_state_dict(torch.load(tmp_path / "controller.pt", weights_only=True))
     assert (restored.min_lr, restored.max_lr, restored.held_cuts) == (1e-4, 1.0, ["spike"])
     copy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=reference_lr(optimizer))
+    reference.tracker.restart_samples()  # what a restore does to the samples in progress
     assert run(restored, copy, range(11, 40)) == run(reference, optimizer, range(11, 40))
     assert restored.examples == reference.examples and restored.blocks == reference.blocks

@@ -104,8 +104,8 @@ def test_every_torch_optimizer_trains_with_the_default_policy(name):
     start = torch.nn.functional.mse_loss(model(x), y).item()
     losses = []
     # 200 steps: the default policy raises the rate until the loss spikes, then backs off, so
-    # any one step, the last included, can sit on a spike (see the README's figures). Whether
-    # it trains is the typical loss of the run's last quarter.
+    # any one step, the last included, can sit on a spike (see the demo's figures on
+    # docs/results/default.md). Whether it trains is the typical loss of the run's last quarter.
     train(model, x, y, opt, sched, 200, after_step=audit, losses=losses)
     end = torch.nn.functional.mse_loss(model(x), y).item()
     assert sched.decisions == 200 // sched.policy.decision_interval and math.isfinite(end)
@@ -174,15 +174,19 @@ def test_rejects_bad_construction(make_policy):
         QLRScheduler(torch.optim.SGD(model.parameters(), lr=0.0), policy=make_policy())
 
 
-def test_nonfinite_loss_cuts_the_rate_and_warns_once(make_policy, caplog):
+@pytest.mark.parametrize("rollback, cut_to", [(False, 1e-4), (True, 1e-3)])
+def test_nonfinite_loss_cuts_the_rate_and_warns_once(make_policy, caplog, rollback, cut_to):
+    """Two non-finite steps in a row: each is cut, unless the first rolls the run back, which
+    makes the second (taken from the failed state) moot: one cut, one rollback."""
     model, x, y = regression()
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
-    sched = QLRScheduler(opt, policy=make_policy(favour=1, interval=3))
+    sched = QLRScheduler(opt, policy=make_policy(favour=1, interval=3), rollback=rollback)
     with caplog.at_level(logging.WARNING, logger="qlr"):
         sched.step(float("nan"))
         sched.step(float("inf"))
         train(model, x, y, opt, sched, 4)
-    assert sched.get_last_lr()[0] == pytest.approx(1e-4)
+    assert sched.get_last_lr()[0] == pytest.approx(cut_to)
+    assert sched.rollbacks == int(rollback)
     assert len([r for r in caplog.records if "non-finite" in r.message]) == 1
     assert np.all(np.isfinite(sched.last_observation))
 
@@ -276,7 +280,9 @@ def test_a_state_dict_in_the_flat_format_still_loads(make_policy, tmp_path, batc
     def fresh():
         model, x, y = regression(seed=3)
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-        return model, x, y, opt, QLRScheduler(opt, policy=policy, batch_size=batch)
+        # Without rollback: a restored scheduler has no snapshot to return to, the original has.
+        scheduler = QLRScheduler(opt, policy=policy, batch_size=batch, rollback=False)
+        return model, x, y, opt, scheduler
 
     model, x, y, opt, sched = fresh()
     train(model, x, y, opt, sched, 10)
@@ -289,9 +295,11 @@ def test_a_state_dict_in_the_flat_format_still_loads(make_policy, tmp_path, batc
     state = sched.state_dict()
     flat = {key: value for key, value in state.items() if key != "controller"}
     flat.update(state["controller"])
+    flat = {key: value for key, value in flat.items() if key in FLAT_FORMAT_KEYS}
     assert sorted(flat) == sorted(FLAT_FORMAT_KEYS) and flat["held_cuts"] == ["spike"]
     checkpoint = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": flat}
     torch.save(checkpoint, tmp_path / "c")
+    sched.controller.tracker.restart_samples()  # what a restore does to the samples in progress
     reference = train(model, x, y, opt, sched, 15)
 
     model2, x2, y2, opt2, sched2 = fresh()
@@ -348,7 +356,8 @@ def test_scheduler_sees_what_the_env_sees(make_policy, family, optimizer, lr, gu
 
     problem = dist.sample(np.random.default_rng(0))
     opt = make_optimizer(optimizer, problem.params, lr)
-    sched = QLRScheduler(opt, policy=policy)
+    # The environment trains without the rollback guard: the same rules, step for step.
+    sched = QLRScheduler(opt, policy=policy, rollback=False)
     sched_obs, sched_actions, sched_lrs = [], [], []
     while len(sched_obs) < len(env_obs):
         loss = problem.loss_and_grad()

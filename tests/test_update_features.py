@@ -90,7 +90,7 @@ def test_r_follows_one_minus_lr_times_curvature_for_sgd():
             loss.backward()
             opt.step()
             tracker.update(loss.item(), [x.grad], [x])
-        assert 2 * tracker.observation()[SLOPE] == pytest.approx(1 - lr, abs=1e-9)
+        assert 2 * tracker.observation()[SLOPE] == pytest.approx(1 - lr, abs=1e-6)
 
 
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 1.5), ("adam", 0.05)])
@@ -165,11 +165,11 @@ def test_a_v4_selection_keeps_no_gradient_and_a_v2_one_no_parameters():
         opt.step()
         v4.update(1.0, [x.grad], [x])
         v2.update(1.0, [x.grad], [x])
-    assert v4.state_dict()["prev_grads"] is None  # no gradient kept between steps
-    assert len(v2._chain._buffer) == 0  # no copy of the parameters
+    assert v4.buffer_numel == x.numel()  # the update chain's buffer, no gradient kept
+    assert v2._chain.numel == 0  # no copy of the parameters
 
 
-def test_state_dict_round_trip_continues_identically_with_the_update_chain():
+def test_a_restored_tracker_continues_as_one_that_restarts_its_samples():
     def feed(tracker, x, opt, steps):
         out = []
         for i in range(steps):
@@ -190,7 +190,10 @@ def test_state_dict_round_trip_continues_identically_with_the_update_chain():
     opt2 = torch.optim.Adam([x2], lr=0.1)
     opt2.load_state_dict(copy.deepcopy(opt.state_dict()))
     restored = FeatureTracker(interval=3)
-    restored.load_state_dict(reference.state_dict())
+    state = reference.state_dict()
+    assert not any(isinstance(v, torch.Tensor) for v in state.values())  # numbers and lists
+    restored.load_state_dict(state)
+    reference.restart_samples()  # the update sample in progress is formed afresh
     np.testing.assert_array_equal(feed(restored, x2, opt2, 12), feed(reference, x, opt, 12))
 
 
