@@ -9,7 +9,8 @@ imported from).
 
 The bare install (``pip install qlr``: torch and numpy, no extra) cannot borrow this
 environment's packages, which hold every extra: it installs torch and the wheel with pip into
-an environment of its own, which takes tens of seconds, and is marked ``slow``.
+an environment of its own, which takes tens of seconds; it runs in the default test run, since
+it is the one check that a user's ``pip install qlr`` works.
 """
 
 from __future__ import annotations
@@ -176,7 +177,6 @@ def make_bare_venv(tmp_path: Path, wheel: Path) -> Path:
     return venv
 
 
-@pytest.mark.slow
 def test_a_bare_install_schedules_and_its_command_names_the_extra(
     wheel: Path, tmp_path: Path
 ) -> None:
