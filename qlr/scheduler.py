@@ -268,7 +268,7 @@ class QLRScheduler(torch.optim.lr_scheduler.ReduceLROnPlateau):
         cuts = self.controller.last_cuts
         if cuts:
             if self._snapshot is not None:
-                self._roll_back(" and ".join(kind.value for kind in cuts))
+                self._roll_back(" and ".join(dict.fromkeys(kind.value for kind in cuts)))
             self.controller.scale(self.optimizer, cut)
             self.spike_cuts += cuts.count(CutKind.SPIKE)
             if self.writer is not None:
