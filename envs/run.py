@@ -53,6 +53,7 @@ def run_inner(
     divergence_factor: float = DIVERGENCE_FACTOR,
     record: bool = True,
     max_examples: int | None = None,
+    stop_at_divergence: bool = True,
 ) -> RunResult:
     """Train `problem` for `steps` gradient evaluations with `optimizer`.
 
@@ -68,6 +69,10 @@ def run_inner(
         max_examples: stop before a step whose batch would take the examples used by gradient
             evaluations past this (a budget in examples, for runs whose batch size changes);
             `steps` still caps the run.
+        stop_at_divergence: stop at the first loss past the limit or not finite (the run is
+            lost). False goes on stepping as a user's loop would, for a hook that can bring the
+            run back (`QLRScheduler`'s rollback guard); the run then counts as diverged only if
+            its final loss is past the limit or not finite.
     """
     initial = problem.loss()
     start_grads, start_funcs = problem.grad_evals, problem.func_evals
@@ -87,7 +92,7 @@ def run_inner(
         if record:
             losses.append(loss)
             lrs.append(lr)
-        if not math.isfinite(loss) or loss > limit:
+        if stop_at_divergence and (not math.isfinite(loss) or loss > limit):
             diverged = True
             break
         optimizer.step()

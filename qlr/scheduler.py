@@ -344,6 +344,11 @@ class QLRScheduler(torch.optim.lr_scheduler.ReduceLROnPlateau):
             self._clean_decisions = 0
 
     @property
+    def rolls_back(self) -> bool:
+        """Whether the rollback guard is on."""
+        return self._snapshot is not None
+
+    @property
     def batch_size(self) -> int | None:
         """The batch size the loop should use next (None when it was never given)."""
         return self.controller.batch_size

@@ -285,10 +285,15 @@ def _policy(policy: str | Policy, hold_batch: bool = False, tell_budget: bool = 
         scheduler = make_scheduler(problem, opt, policy, hold_batch, total_steps=total)
         hook = scheduler_hook(problem, scheduler)
         batches = scheduler.policy.batch_factors is not None and problem.stochastic
+        # With its rollback guard the scheduler can bring a diverging run back, as in a
+        # user's loop: the run goes on and is judged by its final loss.
+        stop = not scheduler.rolls_back
         if not batches or budget.examples is None:
-            return run_scheduled(problem, opt, budget, hook)
+            return run_scheduled(problem, opt, budget, hook, stop_at_divergence=stop)
         # The batch grows: as many steps as the examples allow, counted as they are spent.
-        return run_scheduled(problem, opt, budget, hook, max_examples=budget.examples)
+        return run_scheduled(
+            problem, opt, budget, hook, max_examples=budget.examples, stop_at_divergence=stop
+        )
 
     return run
 

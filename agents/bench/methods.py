@@ -111,6 +111,7 @@ def run_scheduled(
     steps: int | None = None,
     lr_reader: Callable[[torch.optim.Optimizer], float] | None = None,
     max_examples: int | None = None,
+    stop_at_divergence: bool = True,
 ) -> MethodResult:
     """`run_inner` with `hook` after every step, for as many steps as `budget` allows.
 
@@ -124,6 +125,8 @@ def run_scheduled(
             multiplier (D-Adaptation, Prodigy, DoG); default: the rate before each step.
         max_examples: stop when the gradient evaluations have used this many examples (for a
             hook that changes the batch size as it goes); then `steps` defaults to that many.
+        stop_at_divergence: False lets the run go on past a diverging loss, for a hook that
+            can restore it (see `qlr.envs.run.run_inner`).
     """
     per_grad, per_func = examples_per_eval(problem)
     if steps is None:
@@ -140,7 +143,14 @@ def run_scheduled(
         if hook is not None:
             hook(loss)
 
-    result = run_inner(problem, optimizer, steps, after_step=after_step, max_examples=max_examples)
+    result = run_inner(
+        problem,
+        optimizer,
+        steps,
+        after_step=after_step,
+        max_examples=max_examples,
+        stop_at_divergence=stop_at_divergence,
+    )
     if len(traces[0]) < len(result.losses):  # a diverging step ends the run before its hook
         _append_counters(traces, problem, start)
     values = {f.name: getattr(result, f.name) for f in fields(result)}
