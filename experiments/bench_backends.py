@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = (("local", 1), ("local", 2), ("ray", 1), ("ray", 2))
 DEFAULT_GRID = ["--suite", "nn", "--seeds", "1", "--methods", "constant", "cosine", "armijo"]
 DEFAULT_GRID += ["default"]
+DEFAULT_REPEATS = 3
 
 
 def measure(grid: list[str], backend: str, workers: int) -> dict[str, float]:
@@ -85,7 +86,8 @@ def markdown(results: dict[tuple[str, int], list[dict]], args: argparse.Namespac
         f"Grid: `qlr compare {shlex.join(args.grid)}` ({runs} runs). Machine: {os.cpu_count()} "
         f"cores, {platform.processor() or platform.machine()}, Python "
         f"{platform.python_version()}; load average before the runs {args.load[0]:.2f} "
-        f"(after: {load[0]:.2f}). Each measurement in a fresh process; {args.repeats} repeats, "
+        f"(after: {load[0]:.2f}). Each measurement in a fresh process; {args.repeats} repeats"
+        f"{'' if args.repeats == DEFAULT_REPEATS else f' (the default is {DEFAULT_REPEATS})'}, "
         "settings taking turns.",
         "",
         "| backend | workers | totals (s) | median total (s) | median Ray start-up (s) | "
@@ -109,7 +111,7 @@ def main() -> None:
         description=__doc__.splitlines()[0],
         usage="%(prog)s [--repeats N] [--out PATH] [-- QLR COMPARE OPTIONS]",
     )
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
     parser.add_argument("--out", type=Path, default=ROOT / "experiments/results/bench_backends.md")
     parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)  # one run, in a child
     parser.add_argument(

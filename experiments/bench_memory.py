@@ -1,10 +1,11 @@
 """Resident memory over long runs: does a deployment loop or an env rollout leak?
 
 (a) 100,000 optimizer steps of a Linear 20->1 model on fixed data with SGD and `QLRScheduler`
-(the shipped default policy); (b) 100,000 transitions of
-``LearningRateEnv(problem="quadratic", steps_per_decision=1, horizon=1000)`` with a fixed action,
-resetting at the end of each episode. RSS (VmRSS) is read after a warm-up of 1,000 steps and at
-10 %, 50 % and 100 % of each loop: a leak shows as growth between the 10 % and 100 % columns.
+(the shipped default policy: loss and update features); (b) 100,000 transitions of
+``LearningRateEnv(problem="quadratic", steps_per_decision=1, horizon=1000)`` reading the shipped
+default policy's features, with a fixed action, resetting at the end of each episode. RSS
+(VmRSS) is read after a warm-up of 1,000 steps and at 10 %, 50 % and 100 % of each loop: a leak
+shows as growth between the 10 % and 100 % columns.
 
     python experiments/bench_memory.py  # writes experiments/results/bench_memory.md
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from qlr import QLRScheduler
+from qlr import QLRScheduler, load_policy
 from qlr._atomic import atomic_write_bytes
 from qlr.envs import LearningRateEnv
 
@@ -56,7 +57,10 @@ def scheduler_loop() -> Callable[[], None]:
 
 
 def env_loop() -> Callable[[], None]:
-    env = LearningRateEnv(problem="quadratic", steps_per_decision=1, horizon=1000)
+    features = load_policy("default").metadata.feature_names  # as the shipped recipe trains
+    env = LearningRateEnv(
+        problem="quadratic", steps_per_decision=1, horizon=1000, features=features
+    )
     env.reset(seed=0)
     hold = 1  # the middle factor: keep the rate
 
@@ -94,9 +98,8 @@ def main() -> None:
         f"QLRScheduler, Linear 20->1, SGD ({args.steps:,} steps)": measure(
             scheduler_loop(), args.steps
         ),
-        f"LearningRateEnv quadratic, fixed action ({args.steps:,} transitions)": measure(
-            env_loop(), args.steps
-        ),
+        f"LearningRateEnv quadratic, default features, fixed action ({args.steps:,} "
+        "transitions)": measure(env_loop(), args.steps),
     }
     columns = ["after warm-up", *(f"{f:.0%}" for f in CHECKPOINTS)]
     command = "python experiments/bench_memory.py"

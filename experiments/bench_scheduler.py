@@ -4,12 +4,17 @@ Targets: at most +5 % time per step at batch 32 and +2 % at batches 128 and 512,
 about one million parameters; no host synchronisation between decisions on an accelerator; at
 most one extra parameter-sized buffer of memory.
 
-Every setting (model, optimizer, batch size) trains three copies of one model side by side: a
-plain loop, the loop with the shipped default policy (feature version 2: loss and gradient
-features, spike guard) and the loop with a policy in the shape of the coming default (the loss
-and update features of versions 4 and 5, random weights, the same guard). They run in
-interleaved rounds of the same number of steps, a whole number of decision blocks, the order
-reversed every round so that drift hits all alike. The overhead is the median over rounds of
+Every setting (model, optimizer, batch size) trains four copies of one model side by side: a
+plain loop; the loop with ``QLRScheduler`` as it ships, the ``default`` policy (feature version
+5: the loss and update features, so the update chain's copy of the parameters and none of the
+gradients) with the rollback guard on (a snapshot of the parameters and the optimizer's state
+at every clean decision); the same with ``rollback=False``, the features' cost alone; and the
+shipped ``noise`` policy (feature version 5 with the gradient features as well: it reads and
+keeps the gradients on every step), rollback on. The ``noise`` policy also sets the batch size;
+here it gets ``batch_size`` and ``max_batch_size`` equal to the loop's batch, so the batch stays
+fixed and its decisions come every k steps, as the default's do. The loops run in interleaved
+rounds of the same number of steps, a whole number of decision blocks, the order reversed every
+round so that drift hits all alike. The overhead is the median over rounds of
 (time per step with qlr) / (plain time per step) - 1; steps per second are medians over rounds.
 The rate is kept within 8x of its start so that decisions cannot derail training.
 
@@ -17,7 +22,8 @@ CPU (the default): an MLP 256-1024-768-10 (1,058,058 parameters) on one thread, 
 momentum 0.9 and Adam, batches 32, 128 and 512. The loop is zero_grad, forward, cross-entropy,
 backward, optimizer step and ``loss.item()`` (a CPU loop reads its loss for free), then
 ``scheduler.step(loss)``. The table also gives the time inside ``scheduler.step`` and the minor
-page faults per step, and a second table the memory the scheduler holds.
+page faults per step, and a second table the memory the scheduler holds (the update chain's
+copy of the parameters, a kept gradient, the rollback snapshot), also for the MLP in bfloat16.
 
 GPU (``--device cuda``): the same MLP, a transformer of about 25M and one of about 100M
 parameters (64 tokens a sequence, TF32 matmuls), the same optimizers and batches, timed with CUDA
@@ -25,7 +31,7 @@ events. The loop never reads its loss (``scheduler.step`` gets the tensor), so e
 host synchronisation left is the scheduler's: a separate run of 4 blocks counts, per step, the
 synchronising CUDA calls (``torch.cuda.set_sync_debug_mode("warn")``) and the scheduler's waits
 for the previous step's values (``torch.cuda.Event.synchronize``), with how many of those found
-the values not yet there. About five minutes on one GPU; writes bench_scheduler_gpu.md.
+the values not yet there. Several minutes on one GPU; writes bench_scheduler_gpu.md.
 
     python experiments/bench_scheduler.py  # writes experiments/results/bench_scheduler.md
     python experiments/bench_scheduler.py --device cuda  # results/bench_scheduler_gpu.md
@@ -52,8 +58,8 @@ import torch
 
 from qlr import QLRScheduler, load_policy
 from qlr._atomic import atomic_write_bytes
-from qlr.features import FEATURE_NAMES, GRADIENT_FEATURES
-from qlr.policy import Policy, PolicyMetadata
+from qlr.features import GRADIENT_FEATURES, UPDATE_FEATURES
+from qlr.policy import Policy
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
@@ -66,10 +72,9 @@ OPTIMIZERS: dict[str, tuple[float, Callable[..., torch.optim.Optimizer]]] = {
 LR_RANGE = 8.0  # the rate stays within [lr / 8, lr * 8]
 SEQUENCE = 64  # tokens per sequence of the transformers
 VOCAB = 4096
-UPDATE_FEATURES = tuple(n for n in FEATURE_NAMES if n not in GRADIENT_FEATURES | {"batch_growth"})
 TARGETS = {32: 0.05, 128: 0.02, 512: 0.02}
 SYNC_BLOCKS = 4  # decision blocks run under the sync counters
-# Rounds and seconds per round and loop, by device: the GPU run must fit in about five minutes.
+# Rounds and seconds per round and loop, by device: the GPU run must fit in a few minutes.
 DEFAULT_ROUNDS = {"cpu": (15, 0.3), "cuda": (5, 0.2)}
 
 
@@ -122,32 +127,38 @@ DEFAULT_MODELS = {"cpu": ("mlp-1M",), "cuda": tuple(MODELS)}
 
 
 # ---------------------------------------------------------------------------------- policies
-def update_policy(seed: int = 0) -> Policy:
-    """Random weights in the shape of the coming default: loss and update features."""
-    gen = torch.Generator().manual_seed(seed)
-    sizes = [len(UPDATE_FEATURES), 64, 64, 5]
-    layers = [
-        (torch.randn(n_out, n_in, generator=gen) / math.sqrt(n_in), torch.zeros(n_out))
-        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)
-    ]
-    meta = PolicyMetadata(
-        action_factors=(0.5, 2**-0.5, 1.0, 2**0.5, 2.0),
-        decision_interval=5,
-        hidden_sizes=(64, 64),
-        feature_names=UPDATE_FEATURES,
-        spike_factor=2.0,
-        spike_cut=0.1,
-    )
-    return Policy(layers, meta)
+@dataclass(frozen=True)
+class Setup:
+    """A scheduler to measure: a shipped policy (by name) and the options it is built with."""
+
+    policy: str
+    options: tuple[tuple[str, object], ...] = ()
+
+    def label(self, policy: Policy) -> str:
+        """The shipped file, its feature version, the kinds of features it reads, options."""
+        names = set(policy.metadata.feature_names or ())
+        kinds = ["loss"]
+        if names & GRADIENT_FEATURES:
+            kinds.append("gradient")
+        if names & UPDATE_FEATURES:
+            kinds.append("update")
+        label = (
+            f"the shipped `{self.policy}` (`qlr/policies/{self.policy}.qlr`, feature version "
+            f"{policy.metadata.feature_version}: {', '.join(kinds[:-1])} and {kinds[-1]} features"
+        )
+        if policy.batch_factors is not None:
+            label += "; it also sets the batch size, held at the loop's batch here"
+        label += ")"
+        options = dict(self.options)
+        if options.get("rollback") is False:
+            return label + ", `rollback=False`: the features alone"
+        return label + ", as it ships (rollback on)"
 
 
-POLICIES: dict[str, Callable[[], Policy]] = {
-    "default": lambda: load_policy("default"),
-    "update": update_policy,
-}
-POLICY_LABELS = {
-    "default": "the shipped default (v2: loss and gradient features)",
-    "update": "update features (v4/v5: loss and update features, random weights)",
+SETUPS = {  # by the name the tables and the progress lines use
+    "default": Setup("default"),
+    "default, no rollback": Setup("default", (("rollback", False),)),
+    "noise": Setup("noise"),
 }
 
 
@@ -163,19 +174,30 @@ class Loop:
         policy: Policy | None,
         device: torch.device,
         set_to_none: bool = True,
+        dtype: torch.dtype | None = None,
+        options: dict | None = None,
     ) -> None:
         lr, make = OPTIMIZERS[optimizer]
         torch.manual_seed(0)
         with device:  # initialised where it trains: a 100M model is slow to build on a CPU
             self.model = spec.build()
+        if dtype is not None:
+            self.model.to(dtype)
         self.optimizer = make(self.model.parameters(), lr)
         self.scheduler = None
         if policy is not None:
+            # A policy with batch actions gets the loop's batch as its start and its bound:
+            # the batch stays fixed, and decisions come every k steps.
+            kwargs = dict(options or {})
+            if policy.batch_factors is not None:
+                kwargs.update(batch_size=batch, max_batch_size=batch)
             self.scheduler = QLRScheduler(
-                self.optimizer, policy=policy, min_lr=lr / LR_RANGE, max_lr=lr * LR_RANGE
+                self.optimizer, policy=policy, min_lr=lr / LR_RANGE, max_lr=lr * LR_RANGE, **kwargs
             )
         self.set_to_none = set_to_none
         x, y = spec.inputs(batch, torch.Generator().manual_seed(batch))
+        if dtype is not None and x.is_floating_point():
+            x = x.to(dtype)
         self.x, self.y = x.to(device), y.to(device)
         self.read_loss = device.type == "cpu"  # free on the CPU, a sync on an accelerator
         self.inside = 0.0  # seconds spent in scheduler.step
@@ -290,14 +312,15 @@ def measure(
     spec: ModelSpec,
     optimizer: str,
     batch: int,
-    policies: dict[str, Policy],
+    setups: dict[str, tuple[Policy, dict]],
     rounds: int,
     round_seconds: float,
     device: torch.device,
 ) -> Setting:
     loops = {"plain": Loop(spec, optimizer, batch, None, device)}
-    loops.update({name: Loop(spec, optimizer, batch, p, device) for name, p in policies.items()})
-    interval = max(p.decision_interval for p in policies.values())
+    for name, (policy, options) in setups.items():
+        loops[name] = Loop(spec, optimizer, batch, policy, device, options=options)
+    interval = max(policy.decision_interval for policy, _ in setups.values())
     clock = Clock(device)
     for loop in loops.values():  # warm-up: allocator, optimizer state, first decisions
         clock.run(loop, 2 * interval)
@@ -323,44 +346,98 @@ def measure(
 
 
 # ---------------------------------------------------------------------------------- memory
-def held_bytes(loop: Loop) -> int:
-    """Bytes of storages the feature tracker holds that are not a parameter's current .grad."""
-    tracker = loop.scheduler.controller.tracker
-    grads = {
+MEMORY_STEPS = 40
+# (parameter dtype, optimizer, zero_grad's set_to_none) of the memory runs, for every setup
+MEMORY_RUNS = (
+    (torch.float32, "SGD", True),
+    (torch.float32, "SGD", False),
+    (torch.bfloat16, "SGD", True),
+    (torch.float32, "Adam", True),
+)
+
+
+@dataclass
+class Held:
+    """What the scheduler held at its fullest step of a run, in bytes and elements."""
+
+    param_bytes: int
+    chain_bytes: int = 0  # the update chain's copy of the parameters
+    grad_bytes: int = 0  # kept gradients (and their owned copies) that are not a current .grad
+    snapshot_bytes: int = 0  # the rollback guard's two copies of parameters and optimizer state
+    numel: int = 0  # tracker.buffer_numel at that step
+    holding: int = 0  # steps after whose zero_grad the scheduler held anything
+
+    @property
+    def tracker_bytes(self) -> int:
+        return self.chain_bytes + self.grad_bytes
+
+    @property
+    def total(self) -> int:
+        return self.tracker_bytes + self.snapshot_bytes
+
+
+def held_bytes(loop: Loop) -> tuple[int, int, int]:
+    """(bytes of the update chain's buffer, of kept gradients, of the rollback snapshot) now.
+
+    Storages are counted once each, and a kept gradient that is a parameter's current
+    ``.grad`` (a reference, as on an accelerator) is not counted: the loop holds it anyway.
+    The gradient memory's owned copies count even between the steps that use them, since
+    they stay allocated.
+    """
+    scheduler = loop.scheduler
+    tracker = scheduler.controller.tracker
+    current = {
         p.grad.untyped_storage().data_ptr() for p in loop.model.parameters() if p.grad is not None
     }
-    chain = getattr(tracker, "_chain", None)
-    memory = getattr(tracker, "_grads", None)  # the kept gradient, by reference or copied
-    tensors = [
-        *(getattr(memory, "kept", None) or []),
-        *getattr(memory, "_buffers", []),
-        *(getattr(chain, "_buffer", None) or []),
-    ]
-    held: dict[int, int] = {}
-    for t in tensors:
-        if t is None:
-            continue
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in grads:
-            held[storage.data_ptr()] = storage.nbytes()
-    return sum(held.values())
+    seen: set[int] = set()
+
+    def storages(tensors: list) -> int:
+        total = 0
+        for t in tensors:
+            if not torch.is_tensor(t):
+                continue
+            storage = t.untyped_storage()
+            if storage.data_ptr() in current or storage.data_ptr() in seen:
+                continue
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+        return total
+
+    chain = storages(list(tracker._chain._buffer))
+    memory = tracker._grads
+    grads = storages([*(memory.kept or []), *memory._buffers])
+    snapshot = 0
+    if scheduler._snapshot is not None:
+        copies = (scheduler._snapshot._good, scheduler._snapshot._candidate)
+        snapshot = storages(
+            [t for c in copies for t in [*c.params, *(v for d in c.state for v in d.values())]]
+        )
+    return chain, grads, snapshot
 
 
 def memory_overhead(
-    spec: ModelSpec, policy: Policy, set_to_none: bool, device: torch.device, steps: int = 40
-) -> tuple[int, int, int]:
-    """(parameter bytes, largest extra bytes after a zero_grad, zero_grads with any extra)."""
-    loop = Loop(spec, "SGD", 32, policy, device, set_to_none=set_to_none)
-    param_bytes = sum(p.numel() * p.element_size() for p in loop.model.parameters())
-    peak, holding = 0, 0
+    spec: ModelSpec,
+    policy: Policy,
+    options: dict,
+    dtype: torch.dtype,
+    optimizer: str,
+    set_to_none: bool,
+    device: torch.device,
+    steps: int = MEMORY_STEPS,
+) -> Held:
+    """The most the scheduler holds after a zero_grad over `steps` steps at batch 32."""
+    loop = Loop(spec, optimizer, 32, policy, device, set_to_none, dtype, options)
+    held = Held(sum(p.numel() * p.element_size() for p in loop.model.parameters()))
     for _ in range(steps):
         loop.step()
         # What the next backward pass starts from: the loop's zero_grad, then what qlr holds.
         loop.optimizer.zero_grad(set_to_none=set_to_none)
-        extra = held_bytes(loop)
-        peak = max(peak, extra)
-        holding += extra > 0
-    return param_bytes, peak, holding
+        chain, grads, snapshot = held_bytes(loop)
+        if chain + grads + snapshot > held.total:
+            held.chain_bytes, held.grad_bytes, held.snapshot_bytes = chain, grads, snapshot
+            held.numel = loop.scheduler.controller.tracker.buffer_numel
+        held.holding += chain + grads + snapshot > 0
+    return held
 
 
 # ---------------------------------------------------------------------------------- report
@@ -432,7 +509,8 @@ def time_table(settings: list[Setting], policy: str, device: torch.device) -> li
 
 def markdown(
     settings: list[Setting],
-    memory: dict[tuple[str, bool], tuple[int, int, int]],
+    setups: dict[str, tuple[Policy, dict]],
+    memory: dict[tuple[str, torch.dtype, str, bool], Held],
     args: argparse.Namespace,
     device: torch.device,
 ) -> str:
@@ -450,7 +528,7 @@ def markdown(
         "",
         machine(args, device),
         "",
-        f"{loop} Three loops per setting (plain, and one per policy), interleaved over "
+        f"{loop} One loop per setting and scheduler below, and a plain one, interleaved over "
         f"{args.rounds} rounds, the order reversed every round; steps/s are medians over "
         "rounds, the overhead is the median of the per-round ratios of time per step, and, "
         "less sensitive to other processes, the ratio of the fastest rounds.",
@@ -468,27 +546,37 @@ def markdown(
             "previous step's values (`torch.cuda.Event.synchronize`), in brackets those that "
             "found the values not there yet.",
         ]
-    for policy in POLICIES:
-        lines += ["", f"## Policy: {POLICY_LABELS[policy]}", ""]
-        lines += time_table(settings, policy, device)
+    for name, (policy, _) in setups.items():
+        lines += ["", f"## `{name}`: {SETUPS[name].label(policy)}", ""]
+        lines += time_table(settings, name, device)
     if memory:
         lines += [
             "",
             "## Memory",
             "",
-            "Held for the scheduler alone after each `zero_grad` of a 40-step SGD run "
-            f"(`{args.models[0]}`, batch 32): storages the feature tracker keeps (the kept "
-            "gradient, its copy, the update chain's buffer) that are not a parameter's "
-            "current `.grad`. Target: at most 1x the parameters.",
+            "Held for the scheduler alone after each `zero_grad` of a "
+            f"{MEMORY_STEPS}-step run (`{args.models[0]}`, batch 32), at its fullest step: "
+            "the storages it keeps, each counted once. The feature tracker's: the update "
+            "chain's buffer, one copy of the parameters in their own dtype, and, for a policy "
+            "with gradient features, one kept gradient, copied on the CPU (a reference to "
+            "`.grad` on an accelerator, not counted here), in at least float32. The rollback "
+            "guard's: two copies (the confirmed state and the candidate) of the parameters and "
+            "the optimizer's state. `buffer_numel` is `FeatureTracker.buffer_numel` at that "
+            "step. Ratios are to the parameter bytes; the target is at most one "
+            "parameter-sized buffer.",
             "",
-            "| policy | `zero_grad` | parameter bytes | most extra bytes | ratio | "
-            "steps holding extra |",
-            "|---|---|---|---|---|---|",
+            "| scheduler | parameters | optimizer | `zero_grad` | parameter bytes | "
+            "parameter copy | kept gradient | tracker, ratio | `buffer_numel` | "
+            "rollback snapshot | all, ratio |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for (policy, set_to_none), (param_bytes, peak, holding) in memory.items():
+        for (name, dtype, optimizer, set_to_none), held in memory.items():
+            ratio = held.tracker_bytes / held.param_bytes
             lines.append(
-                f"| {policy} | `set_to_none={set_to_none}` | {param_bytes:,} | {peak:,} | "
-                f"**{peak / param_bytes:.2f}x** | {holding} of 40 |"
+                f"| {name} | {str(dtype).removeprefix('torch.')} | {optimizer} | "
+                f"`set_to_none={set_to_none}` | {held.param_bytes:,} | {held.chain_bytes:,} | "
+                f"{held.grad_bytes:,} | **{ratio:.2f}x** | {held.numel:,} | "
+                f"{held.snapshot_bytes:,} | **{held.total / held.param_bytes:.2f}x** |"
             )
     lines.append("")
     return "\n".join(lines)
@@ -525,7 +613,8 @@ def main() -> None:
     else:
         torch.set_float32_matmul_precision("high")  # TF32: the transformers in seconds
 
-    policies = {name: make() for name, make in POLICIES.items()}
+    loaded = {name: load_policy(name) for name in {s.policy for s in SETUPS.values()}}
+    setups = {name: (loaded[s.policy], dict(s.options)) for name, s in SETUPS.items()}
     settings = []
     for model in args.models:
         for optimizer in args.optimizers:
@@ -534,12 +623,12 @@ def main() -> None:
                     MODELS[model],
                     optimizer,
                     batch,
-                    policies,
+                    setups,
                     args.rounds,
                     args.round_seconds,
                     device,
                 )
-                summary = ", ".join(f"{p} {setting.overhead(p):+.1%}" for p in policies)
+                summary = ", ".join(f"{n} {setting.overhead(n):+.1%}" for n in setups)
                 print(f"{model} {optimizer} batch {batch}: {summary}", flush=True)
                 settings.append(setting)
                 if device.type == "cuda":
@@ -548,12 +637,14 @@ def main() -> None:
     if device.type == "cpu":
         spec = MODELS[args.models[0]]
         memory = {
-            (name, flag): memory_overhead(spec, policy, flag, device)
-            for name, policy in policies.items()
-            for flag in (True, False)
+            (name, dtype, optimizer, flag): memory_overhead(
+                spec, policy, options, dtype, optimizer, flag, device
+            )
+            for name, (policy, options) in setups.items()
+            for dtype, optimizer, flag in MEMORY_RUNS
         }
 
-    text = markdown(settings, memory, args, device)
+    text = markdown(settings, setups, memory, args, device)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(args.out, text.encode())
     print(text)
