@@ -226,14 +226,15 @@ def test_asha_stops_the_trials_that_trail(ray_instance, tmp_path: Path) -> None:
     from qlr.agents.learn.sweep import record_from_files, sweep
 
     # The same training under four evaluation settings: scores that differ, deterministically,
-    # the first setting scoring best. ASHA judges a trial at a rung against the trials that
+    # the first setting scoring best (the highest start: the rollback guard brings back what
+    # it overshoots, and the lower starts end further from the best constant). ASHA judges a trial at a rung against the trials that
     # reached that rung before it, so trials in parallel would make its decisions depend on
     # which one got there first: one trial at a time, in the order listed, fixes them. The
     # budget is long beside the rungs (100, 200, 400, 800 transitions), so a stop reaches a
     # trial long before its training could end on its own.
     search = tmp_path / "asha.yaml"
     search.write_text(
-        "space: {eval.initial_lrs: [[1e-4], [1e-3], [1e-2], [1e-1]]}\n"
+        "space: {eval.initial_lrs: [[1e-1], [1e-2], [1e-3], [1e-4]]}\n"
         "scheduler: {name: asha, grace_period: 100, reduction_factor: 2}\n"
         "max_concurrent_trials: 1\n"
     )
@@ -242,7 +243,7 @@ def test_asha_stops_the_trials_that_trail(ray_instance, tmp_path: Path) -> None:
     report = sweep(record, tmp_path / "sweep", jobs=2)
     assert not report.interrupted and len(report.trials) == 4
     first, *later = sorted(report.trials, key=lambda t: t.trial_id)
-    assert first.overrides[0] == "eval.initial_lrs=[0.0001]"
+    assert first.overrides[0] == "eval.initial_lrs=[0.1]"
     assert first.status == "finished" and first.num_timesteps >= total
     assert report.best.trial_id == first.trial_id
     for trial in later:  # each trails the first at every rung it reaches, so each is stopped
