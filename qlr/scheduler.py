@@ -28,8 +28,8 @@ KEEP_WITHIN = 2.0
 """A block is kept as the rollback snapshot only if its mean loss is within this multiple of the
 lowest block mean so far."""
 DIVERGED_AT = 100.0
-"""A block whose mean loss is above this multiple of the lowest block mean so far has diverged:
-the scheduler rolls back, as it does for a non-finite step or a loss spike."""
+"""A block whose mean loss is above this multiple of the lowest block mean so far, and above the
+first block's, has diverged: the scheduler rolls back, as it does for a non-finite step."""
 
 _CONTROLLER_FIELDS = (
     "min_lr",
@@ -132,8 +132,9 @@ class QLRScheduler(torch.optim.lr_scheduler.ReduceLROnPlateau):
     at construction, then the state each decision leaves, once the block after it was clean (no
     guard cut it, its mean loss within `KEEP_WITHIN` of the lowest so far); on a non-finite
     loss or
-    gradient, a spike the guard cuts, or a block whose mean loss rose past `DIVERGED_AT` times
-    the lowest so far, it restores that copy (bit for bit, in place) before
+    gradient, a spike the guard cuts that takes the loss above where the run began, or a block
+    whose mean loss rose past `DIVERGED_AT` times the lowest so far and above the first block's,
+    it restores that copy (bit for bit, in place) before
     cutting the rate, and remembers the rate that failed: the rate then stays below half of it,
     a ceiling that relaxes by 5 % a decision. ``scheduler.rollbacks`` counts the restores
     (``qlr/rollback`` in TensorBoard). Memory: two copies of the parameters and of the
@@ -242,6 +243,7 @@ class QLRScheduler(torch.optim.lr_scheduler.ReduceLROnPlateau):
             self._snapshot.confirm()
         self._clean_decisions = 0  # decisions since the last snapshot, none of them cut
         self._best_block_loss = math.inf  # the lowest mean loss of a block so far
+        self._start_loss = math.nan  # the first block's mean loss: where the run began
         self._last_lr = self._group_lrs()
 
     # ------------------------------------------------------------------ the loop
@@ -267,8 +269,10 @@ class QLRScheduler(torch.optim.lr_scheduler.ReduceLROnPlateau):
         self.steps += 1
         cuts = self.controller.last_cuts
         if cuts:
-            if self._snapshot is not None:
+            if self._snapshot is not None and self._diverging(cuts):
                 self._roll_back(" and ".join(dict.fromkeys(kind.value for kind in cuts)))
+            elif self._snapshot is not None:
+                self._clean_decisions = -1  # a block a guard cut is not a good state
             self.controller.scale(self.optimizer, cut)
             self.spike_cuts += cuts.count(CutKind.SPIKE)
             if self.writer is not None:
@@ -313,6 +317,20 @@ class QLRScheduler(torch.optim.lr_scheduler.ReduceLROnPlateau):
         if self.writer is not None:
             self.writer.add_scalar("qlr/rollback", self.rollbacks, self.steps)
 
+    def _start(self) -> float:
+        """Where the run began: the first block's mean loss (before it closes, the first loss)."""
+        start = self._start_loss
+        return start if math.isfinite(start) else self.controller.tracker.reference_loss
+
+    def _diverging(self, cuts: tuple[CutKind, ...]) -> bool:
+        """Whether the guards' cuts call for a rollback, not only a cut: a non-finite step, or a
+        spike that took the loss above where the run began. A spike below it (minibatch noise
+        on a loss near its floor) is only cut, as the policy was trained with."""
+        if CutKind.NONFINITE in cuts:
+            return True
+        loss, start = self.controller.tracker.last_loss, self._start()
+        return CutKind.SPIKE in cuts and (not math.isfinite(start) or loss > start)
+
     def _after_decision(self, cuts: tuple[CutKind, ...]) -> None:
         """At a decision: roll back a block that diverged; keep a good one as the snapshot.
 
@@ -322,8 +340,10 @@ class QLRScheduler(torch.optim.lr_scheduler.ReduceLROnPlateau):
         """
         assert self._snapshot is not None
         mean = self.controller.tracker.reference_loss  # this block's mean loss
+        if not math.isfinite(self._start_loss) and math.isfinite(mean):
+            self._start_loss = mean
         best = self._best_block_loss
-        if best > 0 and math.isfinite(mean) and mean > DIVERGED_AT * best:
+        if best > 0 and math.isfinite(mean) and mean > max(DIVERGED_AT * best, self._start()):
             self._roll_back("a divergence")
             self.controller.scale(self.optimizer, self.controller.nonfinite_cut)
             self._clean_decisions = 0
@@ -421,6 +441,7 @@ class QLRScheduler(torch.optim.lr_scheduler.ReduceLROnPlateau):
             "warned_nonfinite": self._warned_nonfinite,
             "rollbacks": self.rollbacks,
             "best_block_loss": self._best_block_loss,
+            "start_loss": self._start_loss,
             "controller": self.controller.state_dict(),
         }
 
@@ -440,6 +461,7 @@ class QLRScheduler(torch.optim.lr_scheduler.ReduceLROnPlateau):
         self._warned_nonfinite = bool(state_dict["warned_nonfinite"])
         self.rollbacks = int(state_dict.get("rollbacks", 0))  # absent before the rollback guard
         self._best_block_loss = float(state_dict.get("best_block_loss", math.inf))
+        self._start_loss = float(state_dict.get("start_loss", math.nan))
         self.controller.load_state_dict(state_dict["controller"])
         if self._snapshot is not None:  # the copies are not saved: kept again when next clean
             self._snapshot.saved = False

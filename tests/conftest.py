@@ -78,12 +78,15 @@ class DecisionAudit:
         self.lrs = [scheduler.optimizer.param_groups[0]["lr"]]
         self.batch_sizes = [scheduler.batch_size]
         self.decisions = scheduler.decisions
+        self.rollbacks = scheduler.rollbacks
         self.checked = 0  # decisions checked (those on a step a guard also cut are skipped)
 
     def __call__(self) -> None:
         sched, controller = self.scheduler, self.scheduler.controller
         lr, batch = sched.optimizer.param_groups[0]["lr"], sched.batch_size
-        if sched.decisions > self.decisions and not controller.last_cuts:
+        rolled_back = sched.rollbacks > self.rollbacks  # the guard, not the policy, set the rate
+        self.rollbacks = sched.rollbacks
+        if sched.decisions > self.decisions and not controller.last_cuts and not rolled_back:
             action = int(np.argmax(sched.policy.q_values(sched.last_observation)))
             assert sched.last_action == action
             per_rate = len(sched.policy.batch_factors or (1.0,))
