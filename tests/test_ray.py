@@ -227,11 +227,12 @@ def test_asha_stops_the_trials_that_trail(ray_instance, tmp_path: Path) -> None:
 
     # The same training under four evaluation settings: scores that differ, deterministically,
     # the first setting scoring best (the highest start: the rollback guard brings back what
-    # it overshoots, and the lower starts end further from the best constant). ASHA judges a trial at a rung against the trials that
-    # reached that rung before it, so trials in parallel would make its decisions depend on
-    # which one got there first: one trial at a time, in the order listed, fixes them. The
-    # budget is long beside the rungs (100, 200, 400, 800 transitions), so a stop reaches a
-    # trial long before its training could end on its own.
+    # it overshoots, and the lower starts end further from the best constant). ASHA judges a
+    # trial at a rung against the trials that reached that rung before it, so trials in
+    # parallel would make its decisions depend on which one got there first: one trial at a
+    # time, in the order listed, fixes them. The budget is long beside the rungs (100, 200,
+    # 400, 800 transitions), so a stop reaches a trial long before its training could end on
+    # its own.
     search = tmp_path / "asha.yaml"
     search.write_text(
         "space: {eval.initial_lrs: [[1e-1], [1e-2], [1e-3], [1e-4]]}\n"
