@@ -15,6 +15,7 @@ from qlr.envs.distributions import ProblemDistribution, make_distribution
 from qlr.envs.optimizers import OPTIMIZERS, make_optimizer
 from qlr.envs.problems import Problem
 from qlr.features import OBS_HIGH, OBS_LOW
+from qlr.rollback import Snapshot
 
 _RESET_OPTIONS = ("lr", "optimizer", "problem", "horizon", "budget_known")
 ProblemSpec = str | Sequence[str] | Mapping[str, float] | ProblemDistribution | Problem
@@ -87,7 +88,8 @@ class LearningRateEnv(gym.Env):
     `L` is the full objective (for minibatch problems too, so the reward is not minibatch noise).
     Without clipping the return telescopes to `log(L_0 / L_T)`. Losses are floored at
     `1e-12 * L_0` so that an exact zero gives a finite reward. A divergence gives
-    `-divergence_penalty` and ends the episode.
+    `-divergence_penalty` and ends the episode; with `rollback`, it gives `-divergence_penalty`
+    and the block is undone instead (see Episode End).
 
     ## Starting State
     `reset` draws a problem instance from the problem distribution, an optimizer from
@@ -101,6 +103,11 @@ class LearningRateEnv(gym.Env):
     - Terminated: the loss (or a gradient, seen one inner step later) became NaN or infinite,
       or the loss rose above `divergence_factor` times its initial value. The reward is
       `-divergence_penalty`.
+      With `rollback` (as `QLRScheduler` runs by default), such a block does not end the
+      episode: the parameters and optimizer state go back to where the block started, the rate
+      is cut by the guard's non-finite factor and kept below half the rate that failed (the
+      controller's ceiling, relaxing 5 % a decision), and the episode goes on
+      (``info["rolled_back"]``).
     - Truncated: the episode's `horizon` decisions were taken (with `batch_factors`: the
       example budget      is spent).
 
@@ -124,6 +131,7 @@ class LearningRateEnv(gym.Env):
       decision), which it then reads as the ``progress`` and
       ``budget_known`` features; otherwise both read 0. 0 (never) by default, 1 always.
     - `reward_clip`, `divergence_penalty`, `divergence_factor`: see Rewards and Episode End.
+    - `rollback`: undo a diverged block instead of ending the episode (see Episode End).
     - `features`: names of the observed features (see `qlr.FEATURE_NAMES`); default as in
       Observation Space.
     - `spike_factor`, `spike_cut`: the per-step spike guard of `qlr.LRController` (off when
@@ -185,6 +193,7 @@ class LearningRateEnv(gym.Env):
         max_lr_growth: float | None = None,
         batch_factors: Sequence[float] | None = None,
         max_batch_growth: float = MAX_BATCH_GROWTH,
+        rollback: bool = False,
     ) -> None:
         super().__init__()
         self.distribution: ProblemDistribution | None = None
@@ -232,6 +241,9 @@ class LearningRateEnv(gym.Env):
         self.reward_clip = float(reward_clip)
         self.divergence_penalty = float(divergence_penalty)
         self.divergence_factor = float(divergence_factor)
+        self.rollback = bool(rollback)
+        self.rollbacks = 0  # blocks undone this episode (with `rollback`)
+        self._snapshot: Snapshot | None = None
 
         self.action_space = spaces.Discrete(self.controller.n_actions)
         self.observation_space = spaces.Box(
@@ -287,14 +299,25 @@ class LearningRateEnv(gym.Env):
         batch_size = self.controller.apply_action(self.optimizer, int(action))
         if batch_size is not None:
             self.problem.set_batch_size(batch_size)
+        if self._snapshot is not None:
+            self._snapshot.save()  # the block starts from a state that did not diverge
+            self._snapshot.confirm()
         diverged = self._run_block()
         self.decisions += 1
-        obs = self.controller.observe()
         if not diverged:
             new_loss = self._objective()
         if self.batch_factors is not None and not diverged and not self._within_limit(new_loss):
             diverged = True  # this loop has no look-ahead minibatch loss: the objective tells
-        if diverged:
+        rolled_back = diverged and self._snapshot is not None
+        if rolled_back:
+            self._roll_back()
+        elif self._snapshot is not None:
+            self.controller.relax_ceiling()  # one clean block further from a failure
+        obs = self.controller.observe()
+        if rolled_back:
+            reward = -self.divergence_penalty  # the block is undone, the episode goes on
+            diverged = False
+        elif diverged:
             reward = -self.divergence_penalty
             self._reward_loss = math.inf
         else:
@@ -308,7 +331,22 @@ class LearningRateEnv(gym.Env):
             truncated = not diverged and self.decisions >= self.horizon
         info = self._info()
         info["diverged"] = diverged
+        info["rolled_back"] = rolled_back
         return obs, float(reward), diverged, truncated, info
+
+    def _roll_back(self) -> None:
+        """The scheduler's rollback guard: go back to the block's starting state, remember the
+        rate that failed (the controller's ceiling) and cut the rate."""
+        assert self._snapshot is not None
+        self.controller.remember_failure(reference_lr(self.optimizer))
+        self._snapshot.restore()
+        self.controller.scale(self.optimizer, self.controller.nonfinite_cut)
+        self.controller.tracker.restart_samples()
+        self.rollbacks += 1
+        if self.batch_factors is None:  # the next step's gradient, from the restored state
+            self._loss = self._train_loss_and_grad()
+        else:
+            self._loss = self.problem.loss()
 
     def _draw_horizon(self, rng: np.random.Generator, options: dict[str, Any]) -> None:
         """This episode's length and whether the controller knows it (drawn only when varied,
@@ -337,6 +375,8 @@ class LearningRateEnv(gym.Env):
             optimizer, problem.params, lr, **self.optimizer_kwargs.get(optimizer, {})
         )
         self.controller.reset()
+        self._snapshot = Snapshot(self.optimizer) if self.rollback else None
+        self.rollbacks = 0
         self.decisions = 0
         self.train_examples = 0
         if self.batch_factors is not None:

@@ -306,6 +306,7 @@ class LRController:
         self.last_cuts = ()
         self.held_cuts = []
         self.examples = self.blocks = 0
+        self.ceiling = None  # a new run has no failure to remember
         if self.start_batch_size is not None:
             self.batch_size = self.start_batch_size
             self._update_interval()

@@ -29,6 +29,7 @@ import torch
 
 from qlr._atomic import atomic_write_bytes
 from qlr.control import check_factors
+from qlr.deferral import SLOPE_FEATURE, Deferral
 from qlr.features import FEATURE_VERSION, FEATURES_BY_VERSION, FEATURES_V2
 
 FORMAT_NAME = "qlr-policy"
@@ -70,6 +71,8 @@ class PolicyMetadata:
     max_batch_growth: float | None = None  # the batch bound it was trained with (x start)
     max_lr: float | None = None  # the rate's upper bound in training (None: qlr.control.MAX_LR)
     max_lr_growth: float | None = None  # bound relative to the starting rate (None: none)
+    heads: int = 1  # an ensemble: the network's output holds one row of q-values per member
+    defer: Deferral | None = None  # leave the slope rule only where the network is sure
     extra: dict[str, Any] = field(default_factory=dict)  # training config hash, scores, ...
 
     def to_json(self) -> str:
@@ -91,6 +94,10 @@ class PolicyMetadata:
         for key in ("max_lr", "max_lr_growth"):  # absent from older files: written when set
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
+        if self.heads != 1:  # absent from single-network files, as in older ones
+            data["heads"] = self.heads
+        if self.defer is not None:
+            data["defer_to_rule"] = self.defer.to_dict()
         if self.batch_factors is not None:  # absent from rate-only files, as in older ones
             data["batch_factors"] = list(self.batch_factors)
             data["max_batch_growth"] = self.max_batch_growth
@@ -99,6 +106,10 @@ class PolicyMetadata:
 
 class Policy:
     """A greedy controller: a small MLP from observation to one q-value per action.
+
+    An ensemble (``metadata.heads`` > 1) is one network whose output holds each member's
+    q-values in turn; `q_values` is their mean. With ``metadata.defer`` the policy acts as the
+    slope rule except where the network is sure it knows better (see `qlr.deferral`).
 
     Attributes:
         obs_dim: length of the observation the network reads.
@@ -110,10 +121,25 @@ class Policy:
         self.layers = [(w.detach().float(), b.detach().float()) for w, b in layers]
         self.metadata = metadata
         self.obs_dim = self.layers[0][0].shape[1]
-        self.n_actions = self.layers[-1][0].shape[0]
+        self.heads = int(metadata.heads)
+        outputs = self.layers[-1][0].shape[0]
+        if self.heads < 1 or outputs % self.heads:
+            raise ValueError(f"{outputs} outputs do not split into {self.heads} heads")
+        self.n_actions = outputs // self.heads
         self._activation = ACTIVATIONS[metadata.activation]
         self._mean = _optional_tensor(metadata.obs_mean)
         self._std = _optional_tensor(metadata.obs_std)
+        self._rule: tuple[int, tuple[int, int, int]] | None = None
+        if metadata.defer is not None:
+            if SLOPE_FEATURE not in metadata.feature_names or metadata.batch_factors:
+                raise ValueError(
+                    f"deferring to the slope rule needs a rate-only policy that reads "
+                    f"{SLOPE_FEATURE!r}"
+                )
+            self._rule = (
+                metadata.feature_names.index(SLOPE_FEATURE),
+                metadata.defer.rule_indices(metadata.action_factors),
+            )
 
     @property
     def action_factors(self) -> tuple[float, ...]:
@@ -128,9 +154,15 @@ class Policy:
         """Batch-size factors of a noise-level controller; None for rate-only control."""
         return self.metadata.batch_factors
 
-    @torch.no_grad()
     def q_values(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Q-values for one observation (shape [obs_dim]) or a batch ([n, obs_dim])."""
+        """Q-values for one observation (shape [obs_dim]) or a batch ([n, obs_dim]); for an
+        ensemble, the mean over its heads."""
+        mean: np.ndarray = self.head_q_values(obs).mean(axis=-2)
+        return mean
+
+    @torch.no_grad()
+    def head_q_values(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Every head's q-values: shape [heads, n_actions] (or [n, heads, n_actions])."""
         x = torch.as_tensor(np.asarray(obs, dtype=np.float32))
         if x.shape[-1] != self.obs_dim:
             raise ValueError(f"observation has length {x.shape[-1]}, policy expects {self.obs_dim}")
@@ -140,11 +172,21 @@ class Policy:
             x = torch.nn.functional.linear(x, w, b)
             if i < len(self.layers) - 1:
                 x = self._activation(x)
-        return x.numpy()
+        return x.numpy().reshape(*x.shape[:-1], self.heads, self.n_actions)
+
+    def decide(self, obs: np.ndarray | torch.Tensor) -> tuple[int, np.ndarray]:
+        """The action for one observation and the (mean) q-values it was chosen from."""
+        head_q = self.head_q_values(obs)
+        q = head_q.mean(axis=0)
+        if self._rule is None or self.metadata.defer is None:
+            return int(np.argmax(q)), q
+        slope_at, indices = self._rule
+        rule = self.metadata.defer.rule_action(float(np.asarray(obs)[slope_at]), indices)
+        return self.metadata.defer.choose(head_q, rule), q
 
     def act(self, obs: np.ndarray | torch.Tensor) -> int:
-        """The greedy action for one observation."""
-        return int(np.argmax(self.q_values(obs)))
+        """The action for one observation: greedy, or the rule where the network is unsure."""
+        return self.decide(obs)[0]
 
     def __repr__(self) -> str:
         return (
@@ -152,6 +194,8 @@ class Policy:
             f"hidden={list(self.metadata.hidden_sizes)}, "
             f"factors={[round(f, 4) for f in self.action_factors]}, "
             f"interval={self.decision_interval}"
+            + (f", heads={self.heads}" if self.heads > 1 else "")
+            + (f", defer_margin={self.metadata.defer.margin:g}" if self.metadata.defer else "")
             + (f", batch_factors={list(self.batch_factors)}" if self.batch_factors else "")
             + ")"
         )
@@ -277,6 +321,9 @@ def _parse_metadata(path: Path, header: dict) -> PolicyMetadata:
         max_lr = None if max_lr is None else float(max_lr)
         lr_growth = meta.get("max_lr_growth")
         lr_growth = None if lr_growth is None else float(lr_growth)
+        heads = int(meta.get("heads", 1))  # absent from single-network files
+        defer = meta.get("defer_to_rule")
+        defer = None if defer is None else Deferral.from_dict(defer)
     except (KeyError, TypeError, ValueError) as err:
         raise PolicyFileError(path, f"metadata field missing or malformed ({err})") from None
     # Features keep their meaning across versions; an older file reads a subset of them.
@@ -306,6 +353,15 @@ def _parse_metadata(path: Path, header: dict) -> PolicyMetadata:
         raise PolicyFileError(path, f"max_lr {max_lr} is not a positive number")
     if lr_growth is not None and not (math.isfinite(lr_growth) and lr_growth > 1):
         raise PolicyFileError(path, f"max_lr_growth {lr_growth} is not a number > 1")
+    if heads < 1:
+        raise PolicyFileError(path, f"heads {heads} is not a positive integer")
+    if defer is not None:
+        try:
+            defer.rule_indices(factors)
+        except ValueError as err:
+            raise PolicyFileError(path, f"cannot defer to the rule: {err}") from None
+        if SLOPE_FEATURE not in names:
+            raise PolicyFileError(path, f"cannot defer to the rule: it reads {SLOPE_FEATURE!r}")
     if activation not in ACTIVATIONS:
         raise PolicyFileError(path, f"activation {activation!r} not one of {sorted(ACTIVATIONS)}")
     for name, stats in (("obs_mean", mean), ("obs_std", std)):
@@ -328,6 +384,8 @@ def _parse_metadata(path: Path, header: dict) -> PolicyMetadata:
         max_batch_growth=growth,
         max_lr=max_lr,
         max_lr_growth=lr_growth,
+        heads=heads,
+        defer=defer,
         extra=extra,
     )
 
@@ -355,7 +413,7 @@ def _read_tensors(path: Path, header: dict, body: bytes) -> dict[str, torch.Tens
 
 
 def _layers(path: Path, tensors: dict, meta: PolicyMetadata) -> list:
-    n_actions = len(meta.action_factors) * len(meta.batch_factors or (1.0,))
+    n_actions = len(meta.action_factors) * len(meta.batch_factors or (1.0,)) * meta.heads
     sizes = [len(meta.feature_names), *meta.hidden_sizes, n_actions]
     layers = []
     for i in range(len(sizes) - 1):

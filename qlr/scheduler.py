@@ -375,8 +375,7 @@ class QLRScheduler(torch.optim.lr_scheduler.ReduceLROnPlateau):
 
     def _decide(self) -> None:
         obs = self.controller.observe()
-        q_values = self.policy.q_values(obs)
-        action = int(q_values.argmax())
+        action, q_values = self.policy.decide(obs)
         self.last_observation = obs
         self.controller.apply_action(self.optimizer, action)
         self.last_action = action

@@ -168,3 +168,53 @@ def test_the_rollback_count_travels_in_the_state_dict(make_policy, tmp_path):
     restored.load_state_dict(torch.load(tmp_path / "s.pt", weights_only=True))
     assert restored.rollbacks == scheduler.rollbacks >= 1
     assert restored.controller.ceiling == scheduler.controller.ceiling
+
+
+def always_raising_episode(rollback, decisions=60):
+    """The environment on a deep linear net under Nesterov, the rate doubled every decision."""
+    from qlr.envs import LearningRateEnv
+
+    env = LearningRateEnv(
+        problem="deep_linear",
+        optimizer="nesterov",
+        action_factors=5,
+        rollback=rollback,
+        horizon=decisions,
+        initial_lr_range=(1e-2, 1e-2),
+        spike_factor=10.0,
+        spike_cut=0.1,
+    )
+    env.reset(seed=0)
+    steps = []
+    for _ in range(decisions):
+        before = [p.detach().clone() for p in env.problem.params]
+        lr = env.optimizer.param_groups[0]["lr"]
+        _, reward, terminated, truncated, info = env.step(4)  # x2
+        steps.append((before, lr, reward, terminated, truncated, info))
+        if terminated or truncated:
+            break
+    return env, steps
+
+
+def test_the_environment_trains_under_the_rollback_rule():
+    env, steps = always_raising_episode(rollback=True)
+    assert len(steps) == 60 and steps[-1][4] and not any(s[3] for s in steps)  # all 60 ran
+    undone = [s for s in steps if s[5]["rolled_back"]]
+    assert env.rollbacks == len(undone) >= 1
+    assert all(s[2] == -env.divergence_penalty for s in undone)
+    # The first undone block left the parameters exactly where it started, the rate cut.
+    index = next(i for i, s in enumerate(steps) if s[5]["rolled_back"])
+    after = steps[index + 1][0] if index + 1 < len(steps) else env.problem.params
+    for p, q in zip(steps[index][0], after, strict=True):
+        assert torch.equal(p, q)
+    assert steps[index][5]["lr"] < steps[index][1]
+    assert env.controller.ceiling is None or env.controller.ceiling < steps[index][1]
+    final = steps[-1][5]["loss"]
+    assert math.isfinite(final) and final < steps[0][5]["initial_loss"]
+
+
+def test_without_rollback_the_environment_ends_the_episode_and_keeps_nothing():
+    env, steps = always_raising_episode(rollback=False)
+    assert steps[-1][3] and len(steps) < 60  # terminated by the divergence
+    assert env._snapshot is None and env.rollbacks == 0
+    assert not any(s[5]["rolled_back"] for s in steps)

@@ -213,7 +213,8 @@ REFERENCES = ("teacher", "slope_rule", "constant", "prodigy")
 """Lines `qlr evaluate --references` adds beside the policy: the lookahead teacher (``teacher``,
 or ``teacher:H`` looking H steps ahead; a reference, like the oracle constant), the slope rule
 (`qlr.rules.slope_rule`, the hand rule a learned controller must beat; ``slope_rule:KEY=VALUE``
-with other thresholds), the constant rate each run starts from (its runs are the oracle grid's
+with other thresholds), another policy file (``policy:PATH``, e.g. an ablation's arms), the
+constant rate each run starts from (its runs are the oracle grid's
 or the starting constants', so it costs nothing) and Prodigy (the ``lrfree`` extra; one run per
 instance, scored against the best constant of any of the instance's optimizers)."""
 
@@ -225,11 +226,15 @@ def check_reference(name: str) -> str:
         ValueError: `name` is another method, a ``teacher:H`` that `get_method` refuses, or a
             method whose optional package is not installed.
     """
-    if name not in REFERENCES and not name.startswith(("teacher:", "slope_rule:")):
+    if name not in REFERENCES and not name.startswith(("teacher:", "slope_rule:", "policy:")):
         raise ValueError(
             f"unknown reference {name!r}; valid: teacher, teacher:H, slope_rule, "
-            "slope_rule:KEY=VALUE,..., constant, prodigy"
+            "slope_rule:KEY=VALUE,..., constant, prodigy, policy:PATH"
         )
+    if name.startswith("policy:"):  # another controller scored beside this one: it must load
+        from qlr.policy import load_policy
+
+        load_policy(name.split(":", 1)[1])
     # The registry loads qlr.envs: see `execute`.
     from qlr.agents.bench.baselines import get_method, missing_package
 
@@ -537,8 +542,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="lines scored beside the policy: teacher (the lookahead teacher, a reference; "
         "teacher:H looks H steps ahead), slope_rule (the hand rule), constant (the starting "
-        "rate), prodigy (the lrfree extra); with --held-out default: constant slope_rule "
-        "prodigy",
+        "rate), prodigy (the lrfree extra), policy:PATH (another policy file); with --held-out "
+        "default: constant slope_rule prodigy",
     )
     held = parser.add_argument_group(
         "leave-families-out report",
