@@ -1,4 +1,4 @@
-"""The ``qlr`` command line: ``qlr train | evaluate | compare | sweep | export | demo``.
+"""The ``qlr`` command line: ``qlr train | evaluate | compare | sweep | export | combine | demo``.
 
 Each subcommand lives in its own module with two functions, ``configure(parser)`` and
 ``run(args) -> int``. Modules import their heavy dependencies inside ``run`` so that
@@ -42,6 +42,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "export": (
         "qlr.agents.learn.export",
         "write a run's Q-network to a deployable policy file",
+        ("train",),
+    ),
+    "combine": (
+        "qlr.agents.learn.combine",
+        "combine policy files into an ensemble that may defer to the slope rule",
         ("train",),
     ),
     "demo": ("qlr.agents.demo", "a short demonstration on bundled data", ("train",)),

@@ -33,8 +33,10 @@ class Deferral:
     Args:
         margin: q-value advantage over the rule's action the network's choice needs (>= 0; 0
             overrules on any strict advantage).
-        raise_above, lower_below, up, down: the slope rule's thresholds on r and its factors
-            (see `qlr.rules.slope_rule`).
+        raise_above: r above which the rule raises the rate (see `qlr.rules.slope_rule`).
+        lower_below: r below which the rule lowers it.
+        up: the rule's factor when raising.
+        down: the rule's factor when lowering.
     """
 
     margin: float

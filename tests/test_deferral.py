@@ -157,3 +157,17 @@ def test_the_scheduler_follows_the_rule_through_a_deferring_policy(member):
             factor = optimizer.param_groups[0]["lr"] / lr
             assert factor == pytest.approx(rule_factor(observed))
     assert optimizer.param_groups[0]["lr"] > 1e-4 * 2  # a rate far too low: the rule raised it
+
+
+def test_qlr_combine_writes_a_deferring_ensemble_and_names_a_bad_member(member, tmp_path, capsys):
+    from qlr.agents.cli import main
+
+    paths = [save_policy(member(seed), tmp_path / f"m{seed}.qlr") for seed in (0, 1)]
+    out = tmp_path / "ensemble.qlr"
+    assert main(["combine", str(out), *map(str, paths), "--defer-margin", "0.1"]) == 0
+    combined = load_policy(out)
+    assert combined.heads == 2 and combined.metadata.defer == Deferral(margin=0.1)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["combine", str(out), str(tmp_path / "missing.qlr")])
+    assert exit_info.value.code == 2
+    assert "missing.qlr" in capsys.readouterr().err
