@@ -10,7 +10,16 @@ Arms (every one built from Q-networks trained by `qlr train --config default`, s
 * ``residual``: a trained network that leaves the rule only when its q-value advantage over the
   rule's action clears a margin (`qlr.deferral.Deferral`);
 * ``ensemble``: two networks of different seeds (each seed's arm leaves that seed out); where
-  their choices differ the rule decides (margin 0).
+  their choices differ the rule decides (margin 0);
+* ``unguarded``: a trained network as it is, without the spike guard it was trained with (the
+  guard cuts the rate x0.1 on a loss ten times its last block's mean; with the rollback guard
+  on, a real divergence is undone anyway). The residual and ensemble arms run without it too.
+
+A first selection round ran the residual arm with the spike guard, at margins 0.02 to 0.5: every
+margin scored like the greedy network and all of them 0.07 behind the rule, which the same
+network deferring to the rule at an unreachable margin showed was the guard's doing
+(``arms_selection_guarded.json``, ``arms_choice_guarded.json``, written by this script's first
+version, which built every arm with the guard). So the guard became an arm.
 
 The learned arms are compared with the rule itself (``slope_rule``) and the starting constant.
 Nothing is chosen on the report's families: the margin and the recipe the residual and ensemble
@@ -20,11 +29,13 @@ arms are built on are chosen on ``ackley`` and ``digits_mlp`` (never trained on,
 
     python experiments/ablate_arms.py                 # about 45 minutes on 2 cores
     python experiments/ablate_arms.py --stage select  # the selection only
+    python experiments/ablate_arms.py --stage table   # the table again, from the report
 
 Inputs: the trained files in experiments/results/ablation/arms/ (``recipe_seed*.qlr``,
 ``rollback_seed*.qlr``; `experiments/train_arms.sh` trains and copies them). Writes, in
-experiments/results/ablation/: ``arms_selection.json`` and ``.md`` (the choice), the arms' built
-files in ``arms/``, ``arms_heldout.json`` and ``.md`` (the held-out report with every arm beside
+experiments/results/ablation/: ``arms_selection.json`` (every candidate's runs) and
+``arms_choice.json`` (the choice), the arms' built files in ``arms/`` (not kept in git: the
+script rebuilds them), ``arms_heldout.json`` and ``.md`` (the held-out report with every arm beside
 the rule) and ``arms_table.md`` (arms x folds x seeds).
 """
 
@@ -44,7 +55,7 @@ ARMS = OUT / "arms"
 QLR = os.environ.get("QLR", str(ROOT / ".venv" / "bin" / "qlr"))
 SEEDS = (0, 1, 2)
 RECIPES = ("recipe", "rollback")
-MARGINS = (0.02, 0.05, 0.1, 0.2, 0.5)
+MARGINS = (0.1, 0.5, 2.0)
 SELECTION = [
     "--families", "ackley", "digits_mlp",
     "--distribution", "test",
@@ -61,6 +72,10 @@ def trained(recipe: str, seed: int) -> Path:
     return ARMS / f"{recipe}_seed{seed}.qlr"
 
 
+def unguarded(recipe: str, seed: int) -> Path:
+    return ARMS / f"{recipe}_unguarded_seed{seed}.qlr"
+
+
 def residual(recipe: str, seed: int, margin: float) -> Path:
     return ARMS / f"{recipe}_residual{margin:g}_seed{seed}.qlr"
 
@@ -70,17 +85,21 @@ def ensemble(recipe: str, seed: int) -> Path:
 
 
 def build(recipe: str) -> None:
-    """Write the residual arms (every margin) and the leave-one-seed-out ensembles of `recipe`."""
+    """Write the unguarded, residual (every margin) and leave-one-seed-out ensemble arms of
+    `recipe`, all without the spike guard."""
     from qlr.deferral import Deferral
     from qlr.ensemble import combine
     from qlr.policy import load_policy, save_policy
 
     members = {seed: load_policy(trained(recipe, seed)) for seed in SEEDS}
     for seed in SEEDS:
+        mine = [members[seed]]
+        save_policy(combine(mine, spike_guard=False), unguarded(recipe, seed))
         for margin in MARGINS:
-            save_policy(combine([members[seed]], Deferral(margin)), residual(recipe, seed, margin))
+            deferring = combine(mine, Deferral(margin), spike_guard=False)
+            save_policy(deferring, residual(recipe, seed, margin))
         others = [members[s] for s in SEEDS if s != seed]
-        save_policy(combine(others, Deferral(0.0)), ensemble(recipe, seed))
+        save_policy(combine(others, Deferral(0.0), spike_guard=False), ensemble(recipe, seed))
 
 
 def evaluate(main: Path, references: list[str], out: Path, extra: list[str]) -> dict:
@@ -111,6 +130,7 @@ def select() -> dict:
     for recipe in RECIPES:
         build(recipe)
     candidates = [trained(r, s) for r in RECIPES for s in SEEDS]
+    candidates += [unguarded(r, s) for r in RECIPES for s in SEEDS]
     candidates += [residual(r, s, m) for r in RECIPES for s in SEEDS for m in MARGINS]
     candidates += [ensemble(r, s) for r in RECIPES for s in SEEDS]
     report = evaluate(
@@ -126,7 +146,8 @@ def select() -> dict:
         return statistics.mean(by[p] for p in paths)
 
     greedy = {r: mean_over_seeds([trained(r, s) for s in SEEDS]) for r in RECIPES}
-    recipe = min(RECIPES, key=lambda r: greedy[r])
+    bare = {r: mean_over_seeds([unguarded(r, s) for s in SEEDS]) for r in RECIPES}
+    recipe = min(RECIPES, key=lambda r: bare[r])
     margins = {m: mean_over_seeds([residual(recipe, s, m) for s in SEEDS]) for m in MARGINS}
     # Ties go to the larger margin: the closer to the rule, the safer.
     margin = min(sorted(MARGINS, reverse=True), key=lambda m: margins[m])
@@ -135,6 +156,7 @@ def select() -> dict:
         "margin": margin,
         "score": "median + mean log10 regret on the selection families, mean over seeds",
         "greedy": greedy,
+        "unguarded": bare,
         "margins": {f"{m:g}": v for m, v in margins.items()},
         "ensemble": {r: mean_over_seeds([ensemble(r, s) for s in SEEDS]) for r in RECIPES},
         "slope_rule": scored["slope_rule"],
@@ -144,21 +166,23 @@ def select() -> dict:
     return choice
 
 
-def held_out(choice: dict) -> dict:
+def held_out(choice: dict, report: dict | None = None) -> dict:
     recipe, margin = choice["recipe"], choice["margin"]
     arms = {
         "recipe": [trained("recipe", s) for s in SEEDS],
         "rollback": [trained("rollback", s) for s in SEEDS],
+        "unguarded": [unguarded(recipe, s) for s in SEEDS],
         "residual": [residual(recipe, s, margin) for s in SEEDS],
         "ensemble": [ensemble(recipe, s) for s in SEEDS],
     }
     paths = [p for group in arms.values() for p in group]
-    report = evaluate(
-        paths[0],
-        ["constant", "slope_rule", "prodigy"] + [label(p) for p in paths[1:]],
-        OUT / "arms_heldout.json",
-        ["--held-out", "--selected-on", *SELECTED_ON],
-    )
+    if report is None:
+        report = evaluate(
+            paths[0],
+            ["constant", "slope_rule", "prodigy"] + [label(p) for p in paths[1:]],
+            OUT / "arms_heldout.json",
+            ["--held-out", "--selected-on", *SELECTED_ON],
+        )
     write_table(report, lines(report, paths[0]), arms, choice)
     return report
 
@@ -219,10 +243,32 @@ def write_table(
         "folds where both the median and the mean are at or below the slope rule's.",
         "",
         f"Chosen on the selection families (`ackley`, `digits_mlp`) before any of this was "
-        f"scored: residual and ensemble arms built on the `{choice['recipe']}` networks, "
-        f"margin {choice['margin']:g} (see `arms_choice.json`).",
+        f"scored: unguarded, residual and ensemble arms built on the `{choice['recipe']}` "
+        f"networks, margin {choice['margin']:g} (see `arms_choice.json`).",
         "",
         *rows,
+        "",
+        "## The selection, on `ackley` and `digits_mlp`",
+        "",
+        f"Median + mean log10 regret, mean over the three seeds ({choice['score']}); "
+        "lower is better.",
+        "",
+        "| line | recipe | rollback |",
+        "|---|---|---|",
+        f"| trained network, spike guard on | {choice['greedy']['recipe']:+.3f} | "
+        f"{choice['greedy']['rollback']:+.3f} |",
+        f"| trained network, no spike guard | {choice['unguarded']['recipe']:+.3f} | "
+        f"{choice['unguarded']['rollback']:+.3f} |",
+        f"| ensemble of two, no spike guard | {choice['ensemble']['recipe']:+.3f} | "
+        f"{choice['ensemble']['rollback']:+.3f} |",
+        *(
+            f"| residual, margin {m}, no spike guard | — | {v:+.3f} |"
+            if choice["recipe"] == "rollback"
+            else f"| residual, margin {m}, no spike guard | {v:+.3f} | — |"
+            for m, v in choice["margins"].items()
+        ),
+        f"| slope rule | {choice['slope_rule']:+.3f} | |",
+        f"| constant (start rate) | {choice['constant']:+.3f} | |",
         "",
     ]
     (OUT / "arms_table.md").write_text("\n".join(text))
@@ -230,7 +276,7 @@ def write_table(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", choices=["select", "held-out", "all"], default="all")
+    parser.add_argument("--stage", choices=["select", "held-out", "table", "all"], default="all")
     parser.add_argument("--jobs", default=os.environ.get("JOBS", "2"))
     args = parser.parse_args(argv)
     global JOBS
@@ -247,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             build(recipe)
         choice = json.loads(choice_file.read_text())
     print(json.dumps(choice, indent=2))
+    if args.stage == "table":  # the table again, from the report already written
+        held_out(choice, report=json.loads((OUT / "arms_heldout.json").read_text()))
     if args.stage in ("held-out", "all"):
         held_out(choice)
         print(f"wrote {OUT / 'arms_table.md'}")

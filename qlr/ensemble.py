@@ -39,8 +39,15 @@ _SHARED = (
 )
 
 
-def combine(policies: Sequence[Policy], defer: Deferral | None = None) -> Policy:
+def combine(
+    policies: Sequence[Policy], defer: Deferral | None = None, spike_guard: bool = True
+) -> Policy:
     """One policy made of `policies` (one or more single-network policies of the same shape).
+
+    With ``spike_guard=False`` the combined policy runs without the spike guard its members
+    were trained with (``metadata.spike_factor`` None): measured on the third design's
+    selection families, the guard's x0.1 cuts cost more than they saved once the scheduler's
+    rollback guard undoes real divergences (experiments/results/ablation/).
 
     The combined file keeps the first member's metadata (its training config included, so a
     held-out report knows what the ensemble touched) and records every member's config hash
@@ -81,6 +88,7 @@ def combine(policies: Sequence[Policy], defer: Deferral | None = None) -> Policy
         hidden_sizes=tuple(h * len(policies) for h in first.hidden_sizes),
         heads=len(policies),
         defer=defer,
+        spike_factor=first.spike_factor if spike_guard else None,
         extra={**first.extra, "members": members},
     )
     return Policy(layers, metadata)

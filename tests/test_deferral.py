@@ -20,7 +20,9 @@ SLOPE_AT = FEATURES.index("update_slope")
 @pytest.fixture
 def member(make_policy):
     def make(seed):
-        return make_policy(hidden=(8, 8), factors=FACTORS, seed=seed, features=FEATURES)
+        return make_policy(
+            hidden=(8, 8), factors=FACTORS, seed=seed, features=FEATURES, spike_factor=10.0
+        )
 
     return make
 
@@ -167,6 +169,16 @@ def test_qlr_combine_writes_a_deferring_ensemble_and_names_a_bad_member(member, 
     assert main(["combine", str(out), *map(str, paths), "--defer-margin", "0.1"]) == 0
     combined = load_policy(out)
     assert combined.heads == 2 and combined.metadata.defer == Deferral(margin=0.1)
+    assert combined.metadata.spike_factor == 10.0  # the members' guard, kept
+    assert main(["combine", str(out), str(paths[0]), "--no-spike-guard"]) == 0
+    bare = load_policy(out)
+    assert bare.metadata.spike_factor is None and bare.metadata.defer is None
+    assert (
+        QLRScheduler(
+            torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), policy=bare
+        ).controller.spike_factor
+        is None
+    )
     with pytest.raises(SystemExit) as exit_info:
         main(["combine", str(out), str(tmp_path / "missing.qlr")])
     assert exit_info.value.code == 2

@@ -1,7 +1,7 @@
 """``qlr combine``: several policy files as one, an ensemble that may defer to the slope rule.
 
     qlr combine ensemble.qlr seed0.qlr seed1.qlr --defer-margin 0
-    qlr combine residual.qlr seed0.qlr --defer-margin 0.05
+    qlr combine residual.qlr seed0.qlr --defer-margin 0.05 --no-spike-guard
 
 See `qlr.ensemble.combine` and `qlr.deferral.Deferral`.
 """
@@ -26,6 +26,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "q-value advantage over the rule's action exceeds M (default: no rule, the members' "
         "mean q-values decide)",
     )
+    parser.add_argument(
+        "--no-spike-guard",
+        action="store_true",
+        help="run without the spike guard the members were trained with (the rollback guard "
+        "still undoes non-finite steps and real divergences)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         members = [load_policy(path) for path in args.members]
         defer = None if args.defer_margin is None else Deferral(args.defer_margin)
-        policy = combine(members, defer)
+        policy = combine(members, defer, spike_guard=not args.no_spike_guard)
     except (PolicyFileError, ValueError) as err:
         raise UsageError(str(err)) from None
     path = save_policy(policy, args.out)
