@@ -1,9 +1,12 @@
 """Training side of qlr: inner problems, inner optimizers and the learning-rate environment.
 
-Importing this package registers three environments with Gymnasium, all `LearningRateEnv`:
+Importing this package registers four environments with Gymnasium, all `LearningRateEnv`:
 
-* ``qlr/LearningRate-v1``: the shipped recipe's environment, the one
-  ``experiments/configs/default.yaml`` trains the default policy on (`RECIPE_ENV_DEFAULTS`);
+* ``qlr/LearningRate-v2``: the shipped recipe's environment, the one
+  ``experiments/configs/default.yaml`` trains the default policy on (`RECIPE_ENV_DEFAULTS`):
+  v1 under the scheduler's rollback rule (a diverged block is undone, the episode goes on);
+* ``qlr/LearningRate-v1``: the second design's recipe (`RECIPE_V1_ENV_DEFAULTS`), kept for
+  what was trained and measured on it;
 * ``qlr/LearningRate-v0``: the first design's defaults (`LearningRateEnv`'s own: eleven
   features, three actions, no guard), kept for what was trained and measured on it;
 * ``qlr/NoiseLevel-v0``: the noise-level mode (minibatch problems, each rate factor with the
@@ -29,13 +32,12 @@ from qlr.envs.optimizers import OPTIMIZERS, make_optimizer
 from qlr.envs.problems import Problem
 
 ENV_ID = "qlr/LearningRate-v0"
-RECIPE_ENV_ID = "qlr/LearningRate-v1"
+RECIPE_V1_ENV_ID = "qlr/LearningRate-v1"
+RECIPE_ENV_ID = "qlr/LearningRate-v2"
 NOISE_ENV_ID = "qlr/NoiseLevel-v0"
 NOISE_ENV_DEFAULTS = {"problem": "train_stochastic", "batch_factors": (1.0, 2.0)}
-# The env section of experiments/configs/default.yaml, which the shipped default policy was
-# trained on (its file records the same values). Frozen with the id: a recipe that trains on
-# another environment registers it as v2, so that v1 stays what it was.
-RECIPE_ENV_DEFAULTS: dict[str, Any] = {
+# The second design's recipe, v1: frozen with its id, as every registered version is.
+RECIPE_V1_ENV_DEFAULTS: dict[str, Any] = {
     "problem": "train",
     "optimizer": ("sgd", "momentum", "adam", "adamw", "adagrad"),
     "optimizer_kwargs": None,
@@ -68,11 +70,21 @@ RECIPE_ENV_DEFAULTS: dict[str, Any] = {
     "divergence_penalty": 5.0,
     "divergence_factor": 1e3,
 }
+# The env section of experiments/configs/default.yaml, which the shipped default policy was
+# trained on (its file records the same values). A recipe that trains on another environment
+# registers it as the next version, so that this one stays what it was.
+RECIPE_ENV_DEFAULTS: dict[str, Any] = {**RECIPE_V1_ENV_DEFAULTS, "rollback": True}
 
 # No max_episode_steps: the horizon is an argument of the env itself, so the env behaves the
 # same whether it is built by gymnasium.make or directly.
 if ENV_ID not in gymnasium.registry:
     gymnasium.register(id=ENV_ID, entry_point="qlr.envs.env:LearningRateEnv")
+if RECIPE_V1_ENV_ID not in gymnasium.registry:
+    gymnasium.register(
+        id=RECIPE_V1_ENV_ID,
+        entry_point="qlr.envs.env:LearningRateEnv",
+        kwargs=RECIPE_V1_ENV_DEFAULTS,
+    )
 if RECIPE_ENV_ID not in gymnasium.registry:
     gymnasium.register(
         id=RECIPE_ENV_ID, entry_point="qlr.envs.env:LearningRateEnv", kwargs=RECIPE_ENV_DEFAULTS
@@ -92,6 +104,8 @@ __all__ = [
     "NOISE_ENV_ID",
     "RECIPE_ENV_DEFAULTS",
     "RECIPE_ENV_ID",
+    "RECIPE_V1_ENV_DEFAULTS",
+    "RECIPE_V1_ENV_ID",
     "LearningRateEnv",
     "Problem",
     "ProblemDistribution",

@@ -36,7 +36,7 @@ class LearningRateEnv(gym.Env):
     ## Action Space
     `Discrete(n)`: action `i` multiplies the learning rate by `action_factors[i]`. The default
     three factors are (0.5, 1, 2): lower, hold, raise. `action_factors=5` or `7` select wider
-    sets (see `qlr.ACTION_SETS`); ``qlr/LearningRate-v1`` has the five of 5, from x0.5 to x2 in
+    sets (see `qlr.ACTION_SETS`); ``qlr/LearningRate-v2`` has the five of 5, from x0.5 to x2 in
     steps of sqrt(2). The rate is then clamped to `lr_bounds`.
 
     With `batch_factors` (the noise-level mode, for minibatch problems only), there are
@@ -52,7 +52,7 @@ class LearningRateEnv(gym.Env):
     ## Observation Space
     `Box(-1, 1, (n,), float32)`, every feature scale-free and bounded; `features` selects which
     (default: the first eleven for rate-only control, the first thirteen with `batch_factors`;
-    ``qlr/LearningRate-v1``: the fourteen the shipped policy reads, 0-5, 9-10 and 13-18):
+    ``qlr/LearningRate-v2``: the fourteen the shipped policy reads, 0-5, 9-10 and 13-18):
 
     | index | feature            | meaning                                            | min | max |
     |-------|--------------------|----------------------------------------------------|-----|-----|
@@ -149,9 +149,11 @@ class LearningRateEnv(gym.Env):
     The registered ids (``import qlr.envs``) fix the arguments; keyword arguments to
     ``gymnasium.make`` override them.
 
-    - v1 (``qlr/LearningRate-v1``): the shipped recipe's environment, the env section of
+    - v2 (``qlr/LearningRate-v2``): the shipped recipe's environment, the env section of
       ``experiments/configs/default.yaml`` that the default policy (``qlr.load_policy("default")``)
-      was trained on (`qlr.envs.RECIPE_ENV_DEFAULTS`): the fourteen features that policy reads
+      was trained on (`qlr.envs.RECIPE_ENV_DEFAULTS`): v1 with ``rollback=True``.
+    - v1 (``qlr/LearningRate-v1``): the second design's recipe
+      (`qlr.envs.RECIPE_V1_ENV_DEFAULTS`): the fourteen features its default policy reads
       (feature version 5), five action factors from x0.5 to x2, the spike guard (a cut to x0.1
       when the loss passes 10x the last block's mean while rising), the optimizers SGD,
       momentum, Adam, AdamW and AdaGrad, episodes of 10 to 1,000 decisions drawn log-uniformly,

@@ -33,7 +33,8 @@ arms are built on are chosen on ``ackley`` and ``digits_mlp`` (never trained on,
 
 Inputs: the trained files in experiments/results/ablation/arms/ (``recipe_seed*.qlr``,
 ``rollback_seed*.qlr``; `experiments/train_arms.sh` trains and copies them). Writes, in
-experiments/results/ablation/: ``arms_selection.json`` (every candidate's runs) and
+experiments/results/ablation/: ``arms_selection.json`` (every candidate's summary; the runs
+themselves go to runs/ablation_arms/) and
 ``arms_choice.json`` (the choice), the arms' built files in ``arms/`` (not kept in git: the
 script rebuilds them), ``arms_heldout.json`` and ``.md`` (the held-out report with every arm beside
 the rule) and ``arms_table.md`` (arms x folds x seeds).
@@ -107,7 +108,18 @@ def evaluate(main: Path, references: list[str], out: Path, extra: list[str]) -> 
     command += ["--out", str(out.relative_to(ROOT)), "--references", *references]
     print(" ".join(command), flush=True)
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    return json.loads(out.read_text())
+    return keep_summary(out)
+
+
+def keep_summary(out: Path) -> dict:
+    """Move the report's every-run rows to runs/ (bulky) and keep its summaries here."""
+    report = json.loads(out.read_text())
+    full = ROOT / "runs" / "ablation_arms" / out.name
+    full.parent.mkdir(parents=True, exist_ok=True)
+    full.write_text(json.dumps(report))
+    summary = {key: value for key, value in report.items() if key != "rows"}
+    out.write_text(json.dumps(summary, indent=1) + "\n")
+    return report
 
 
 def label(path: Path) -> str:

@@ -1,6 +1,5 @@
 """Shared fixtures and helpers."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -68,8 +67,9 @@ class DecisionAudit:
     """Watches a `QLRScheduler` step by step; call it after every ``scheduler.step(loss)``.
 
     At every decision it checks that the rate (and, for a policy with batch actions, the batch
-    size) moved by the factors of the action the policy's q-values rank first for the
-    observation the scheduler saw, within the scheduler's bounds. A scheduler that ignored its
+    size) moved by the factors of the action the policy chooses for the observation the
+    scheduler saw (its q-values' first, or the slope rule's where a deferring policy is unsure),
+    within the scheduler's bounds. A scheduler that ignored its
     policy, or never moved the rate, fails it.
     """
 
@@ -87,7 +87,7 @@ class DecisionAudit:
         rolled_back = sched.rollbacks > self.rollbacks  # the guard, not the policy, set the rate
         self.rollbacks = sched.rollbacks
         if sched.decisions > self.decisions and not controller.last_cuts and not rolled_back:
-            action = int(np.argmax(sched.policy.q_values(sched.last_observation)))
+            action = sched.policy.act(sched.last_observation)
             assert sched.last_action == action
             per_rate = len(sched.policy.batch_factors or (1.0,))
             factor = sched.policy.action_factors[action // per_rate]

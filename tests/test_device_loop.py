@@ -244,4 +244,4 @@ def test_multi_tensor_reductions_give_the_same_features():
     np.testing.assert_array_equal(observations(foreach=None), loop)  # the CPU's default
     batched = observations(foreach=True)
     assert np.abs(loop).max() > 0.1  # the features are not all zero
-    np.testing.assert_allclose(batched, loop, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(batched, loop, rtol=0, atol=1e-5)  # float32 sums, other order

@@ -2,6 +2,7 @@
 
 import inspect
 import json
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -11,9 +12,19 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import qlr
 import qlr.envs  # noqa: F401  (registers the environment)
-from qlr.envs import DISTRIBUTIONS, FAMILIES, RECIPE_ENV_DEFAULTS, RECIPE_ENV_ID, LearningRateEnv
+from qlr.envs import (
+    DISTRIBUTIONS,
+    FAMILIES,
+    RECIPE_ENV_DEFAULTS,
+    RECIPE_ENV_ID,
+    RECIPE_V1_ENV_DEFAULTS,
+    RECIPE_V1_ENV_ID,
+    LearningRateEnv,
+)
 from qlr.envs.distributions import make_distribution
 from qlr.features import FEATURES_V2
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CONFIGS = [
     {},
@@ -54,26 +65,37 @@ def test_v0_keeps_the_first_designs_defaults():
     assert controller.decision_interval == 5
 
 
-def test_v1_passes_the_gymnasium_checker():
+def test_v2_passes_the_gymnasium_checker():
     env = gym.make(RECIPE_ENV_ID)
     gym_check_env(env.unwrapped, skip_render_check=True)
 
 
-def test_v1_is_the_environment_the_shipped_policy_was_trained_on():
-    """What ``qlr.load_policy("default")`` reads and does is what ``qlr/LearningRate-v1`` gives.
+SECOND_DESIGN = "experiments/results/ablation/arms/recipe_seed0.qlr"  # the file v1 trained
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs", "policy"),
+    [
+        (RECIPE_ENV_ID, RECIPE_ENV_DEFAULTS, "default"),
+        (RECIPE_V1_ENV_ID, RECIPE_V1_ENV_DEFAULTS, SECOND_DESIGN),
+    ],
+)
+def test_each_recipe_version_is_the_environment_its_policy_was_trained_on(env_id, kwargs, policy):
+    """What a policy file reads and does is what its registered environment gives: the shipped
+    default and ``qlr/LearningRate-v2``, the second design's and v1.
 
     A recipe that trains on another environment registers a new version instead.
     """
-    policy = qlr.load_policy("default")
+    policy = qlr.load_policy(policy if policy == "default" else str(ROOT / policy))
     meta = policy.metadata
-    env = gym.make(RECIPE_ENV_ID)
+    env = gym.make(env_id)
     assert env.observation_space.shape == (policy.obs_dim,)
     assert env.action_space.n == policy.n_actions
     unwrapped = env.unwrapped
     controller = unwrapped.controller
     assert tuple(unwrapped.feature_names) == tuple(meta.feature_names)
     assert controller.action_factors == pytest.approx(meta.action_factors)
-    assert controller.spike_factor == meta.spike_factor == 10.0
+    assert controller.spike_factor == 10.0  # trained with the guard; see below for deployment
     assert controller.spike_cut == meta.spike_cut
     assert controller.decision_interval == meta.decision_interval
     assert controller.max_lr == meta.max_lr and controller.max_lr_growth == meta.max_lr_growth
@@ -82,8 +104,8 @@ def test_v1_is_the_environment_the_shipped_policy_was_trained_on():
     defaults = {
         name: p.default for name, p in inspect.signature(LearningRateEnv).parameters.items()
     }
-    registered = {**defaults, **gym.spec(RECIPE_ENV_ID).kwargs}
-    assert gym.spec(RECIPE_ENV_ID).kwargs == RECIPE_ENV_DEFAULTS
+    registered = {**defaults, **gym.spec(env_id).kwargs}
+    assert gym.spec(env_id).kwargs == kwargs
     trained = meta.extra["train_config"]["env"]
     # An argument added after the file was trained is not in its record: it must be at the
     # default, which is what the training ran under.
@@ -91,6 +113,14 @@ def test_v1_is_the_environment_the_shipped_policy_was_trained_on():
     assert all(registered[name] == defaults[name] for name in newer)
     recorded = {name: value for name, value in registered.items() if name not in newer}
     assert json.loads(json.dumps(recorded)) == trained
+
+
+def test_the_shipped_default_runs_without_the_spike_guard_it_was_trained_with():
+    """The third design's ablation chose it (experiments/results/ablation/arms_table.md): with
+    the rollback guard undoing real divergences, the guard's x0.1 cuts cost more than they
+    saved."""
+    assert qlr.load_policy("default").metadata.spike_factor is None
+    assert qlr.load_policy(str(ROOT / SECOND_DESIGN)).metadata.spike_factor == 10.0
 
 
 def _rollout(env, seed, actions):

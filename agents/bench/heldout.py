@@ -64,6 +64,12 @@ RECIPE_SELECTION: dict[str, tuple[str, ...]] = {
     # the shipped default: its recipe's ablations were scored on val and on two families never
     # trained on (experiments/ablate.py, VAL and HELD_OUT)
     "639be3c43e8b464b": ("val", "ackley", "digits_mlp"),
+    # the third design's (the recipe with env.rollback, seeds 0 1 2; the shipped default is the
+    # ensemble of seeds 0 and 1): its arms and margin were chosen on the same two families
+    # (experiments/ablate_arms.py)
+    "c938c94c58d504a0": ("val", "ackley", "digits_mlp"),
+    "f442b8c25a3618f6": ("val", "ackley", "digits_mlp"),
+    "7e8e589cd2e28b6a": ("val", "ackley", "digits_mlp"),
 }
 """Training config hash -> what the choice of its recipe was scored on: what a policy file
 cannot record."""
