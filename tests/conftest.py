@@ -1,5 +1,9 @@
 """Shared fixtures and helpers."""
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -105,3 +109,17 @@ class DecisionAudit:
     @property
     def rate_moved(self) -> bool:
         return len(set(self.lrs)) > 1
+
+
+def load_experiment(name: str):
+    """An experiments/ script as a module (experiments/ is not a package)."""
+    path = Path(__file__).resolve().parent.parent / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up in sys.modules while the class is being made.
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module

@@ -1,35 +1,24 @@
 """experiments/hf_transformer.py: a small GPT-2 in a Hugging Face Trainer, qlr against constant."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")  # the Trainer needs it
 
+from conftest import load_experiment  # noqa: E402
+
 from qlr.policy import load_policy  # noqa: E402
 
-SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "hf_transformer.py"
 STEPS = 20
 START = 1e-3
 
 
 @pytest.fixture(scope="module")
 def script():
-    # experiments/ is not a package: load the script as a module from its file.
-    spec = importlib.util.spec_from_file_location("hf_transformer", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look their module up in sys.modules while the class is being made.
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+    return load_experiment("hf_transformer")
 
 
 @pytest.fixture(scope="module")

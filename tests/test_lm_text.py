@@ -1,34 +1,22 @@
 """experiments/lm_text.py: a character-level LM on real text, qlr against three references."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_experiment
 
 from qlr.envs.problems.datasets import stdlib_text
 from qlr.policy import load_policy
 
-SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "lm_text.py"
 STEPS = 20
 START = 1e-3
 
 
 @pytest.fixture(scope="module")
 def script():
-    # experiments/ is not a package: load the script as a module from its file.
-    spec = importlib.util.spec_from_file_location("lm_text", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look their module up in sys.modules while the class is being made.
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+    return load_experiment("lm_text")
 
 
 @pytest.fixture(scope="module")
