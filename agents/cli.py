@@ -1,4 +1,5 @@
-"""The ``qlr`` command line: ``qlr train | evaluate | compare | sweep | export | combine | demo``.
+"""The ``qlr`` command line: ``qlr train | evaluate | compare | sweep | export | combine |
+improve | demo``.
 
 Each subcommand lives in its own module with two functions, ``configure(parser)`` and
 ``run(args) -> int``. Modules import their heavy dependencies inside ``run`` so that
@@ -47,6 +48,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "combine": (
         "qlr.agents.learn.combine",
         "combine policy files into an ensemble that may defer to the slope rule",
+        ("train",),
+    ),
+    "improve": (
+        "qlr.agents.learn.rollouts",
+        "fit a policy to paired rollouts: the slope rule, overruled where copies of the run say so",
         ("train",),
     ),
     "demo": ("qlr.agents.demo", "a short demonstration on bundled data", ("train",)),

@@ -206,9 +206,11 @@ def _cell(line: dict, fold: str | None) -> str:
     return f"{s['median_log10_vs_oracle']:+.2f} / {s['mean_log10_vs_oracle']:+.2f}"
 
 
-def write_table(
-    report: dict, scored: dict[str, dict], arms: dict[str, list[Path]], choice: dict
-) -> None:
+def table_rows(
+    scored: dict[str, dict], arms: dict[str, list[Path]], extra: dict[str, dict] | None = None
+) -> list[str]:
+    """The table of arms x folds x seeds, then the rule, the starting constant and `extra`
+    (more lines by name), each with its verdict against the rule fold by fold."""
     rule = scored["slope_rule"]
     folds = list(rule["folds"])
     head = "| arm | seed | " + " | ".join(folds)
@@ -238,8 +240,17 @@ def write_table(
     for name, paths in arms.items():
         for seed, path in zip(SEEDS, paths, strict=True):
             rows.append(row(name, str(seed), scored[label(path)]))
+    for name, line in (extra or {}).items():
+        rows.append(row(name, "—", line))
     rows.append(row("slope_rule", "—", rule))
     rows.append(row("constant (start rate)", "—", scored["constant"]))
+    return rows
+
+
+def write_table(
+    report: dict, scored: dict[str, dict], arms: dict[str, list[Path]], choice: dict
+) -> None:
+    rows = table_rows(scored, arms)
     instances = report["config"]["instances"]
     text = [
         "# Third design: learners beside the recipe, on held-out folds",

@@ -16,7 +16,6 @@ file in the run directory, so a resumed run reuses them.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from qlr._atomic import atomic_write_bytes
 from qlr.agents.bench.workers import run_parallel
+from qlr.agents.learn.run_files import load_arrays, save_arrays
 from qlr.rules import SLOPE_FEATURE, slope_rule
 
 # The environment, the teacher (which steps copies of the env's run) and stable-baselines3's
@@ -57,15 +56,11 @@ class Demonstrations:
 
     def save(self, path: Path) -> Path:
         """Write the transitions atomically as one ``.npz`` file."""
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **{name: getattr(self, name) for name in _FIELDS})
-        atomic_write_bytes(Path(path), buffer.getvalue())
-        return Path(path)
+        return save_arrays(path, {name: getattr(self, name) for name in _FIELDS})
 
     @classmethod
     def load(cls, path: Path) -> Demonstrations:
-        with np.load(Path(path), allow_pickle=False) as data:
-            return cls(**{name: data[name] for name in _FIELDS})
+        return cls(**load_arrays(path, _FIELDS))
 
     @classmethod
     def concatenate(cls, parts: list[Demonstrations]) -> Demonstrations:

@@ -96,10 +96,29 @@ def policy_from_model(
     Raises:
         ValueError: the network does not match the observation or the action factors.
     """
+    layers, _, activation = q_network_layers(model.q_net)
+    extra = {"num_timesteps": int(model.num_timesteps), **dict(extra or {})}
+    return Policy(layers, policy_metadata(layers, activation, train_config, extra))
+
+
+def policy_metadata(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    activation: str,
+    train_config: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> PolicyMetadata:
+    """The metadata of a policy file for the network `layers`, trained under `train_config`.
+
+    The env section says what the network reads and what its actions mean (the features, the
+    factors, the interval, the guards and bounds it was trained with); the config itself and its
+    hash go into ``extra``, so a held-out report knows which families the policy touched.
+
+    Raises:
+        ValueError: the network does not match the observation or the action factors.
+    """
     env = _env_section(train_config)
     factors = resolve_action_factors(env["action_factors"])
     interval = int(env["steps_per_decision"])
-    layers, hidden, activation = q_network_layers(model.q_net)
     obs_dim, n_actions = int(layers[0][0].shape[1]), int(layers[-1][0].shape[0])
     batch_factors = resolve_batch_factors(env.get("batch_factors"))
     features = resolve_features(env.get("features"), batch=batch_factors is not None)
@@ -114,10 +133,10 @@ def policy_from_model(
             f"{list(factors)} and batch factors {batch_factors} make {expected}: was it trained "
             "with this config?"
         )
-    metadata = PolicyMetadata(
+    return PolicyMetadata(
         action_factors=factors,
         decision_interval=interval,
-        hidden_sizes=hidden,
+        hidden_sizes=tuple(int(w.shape[0]) for w, _ in layers[:-1]),
         activation=activation,
         feature_version=FEATURE_VERSION,
         feature_names=features,
@@ -131,11 +150,9 @@ def policy_from_model(
             "config_hash": config_hash(dict(train_config)),
             "train_config": dict(train_config),
             "lr_bounds": list(env.get("lr_bounds") or []),
-            "num_timesteps": int(model.num_timesteps),
             **dict(extra or {}),
         },
     )
-    return Policy(layers, metadata)
 
 
 def export_model(

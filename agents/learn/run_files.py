@@ -8,13 +8,17 @@ them at the top of its module; nothing here needs stable-baselines3 (a model is 
 
 from __future__ import annotations
 
+import io
 import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qlr._atomic import atomic_save
+import numpy as np
+
+from qlr._atomic import atomic_save, atomic_write_bytes
 
 CONFIG_FILE = "config.yaml"
 """The resolved config of a run, in its directory."""
@@ -30,6 +34,22 @@ def write_json(path: Path, data: Any) -> Path:
     """Write `data` as JSON atomically (infinities as ``Infinity``, which `json` reads back)."""
     text = json.dumps(data, indent=1, sort_keys=True, default=str)
     return atomic_save(path, lambda f: f.write(text.encode()))
+
+
+def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Write named arrays as one compressed ``.npz`` file, atomically."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **dict(arrays))
+    return atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def load_arrays(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The arrays `names` of a ``.npz`` file written by `save_arrays` (nothing is unpickled)."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        missing = [name for name in names if name not in data]
+        if missing:
+            raise ValueError(f"{path} lacks the arrays {missing}")
+        return {name: data[name] for name in names}
 
 
 def read_history(run_dir: Path) -> list[dict]:
