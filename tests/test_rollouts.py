@@ -123,7 +123,10 @@ def test_the_fitted_policy_leaves_the_rule_only_where_the_labels_say(tmp_path: P
     )
     meta = policy.metadata
     assert meta.defer.margin == 0.3 and meta.spike_factor is None and meta.obs_mean is None
-    assert meta.extra["learner"] == "paired_rollouts" and meta.extra["train_config"]["rollouts"]["seed"] == 1
+    assert (
+        meta.extra["learner"] == "paired_rollouts"
+        and meta.extra["train_config"]["rollouts"]["seed"] == 1
+    )
     assert meta.extra["config_hash"] != config_hash(config)  # not the DQN recipe's
     signal = labels.observations[:, features.index("loss_noise")]
     actions = np.array([policy.act(o) for o in labels.observations])
@@ -142,3 +145,16 @@ def test_improve_refuses_bad_settings_by_name(capsys):
     with pytest.raises(SystemExit):
         main(["improve", "/tmp/never", "--label-fraction", "0"])
     assert "label_fraction" in capsys.readouterr().err
+
+
+def test_a_second_round_follows_a_policy_file_that_reads_what_the_env_observes(tmp_path: Path):
+    config = load_config("default").to_dict()
+    features = tuple(config["env"]["features"])
+    fitted = improved_policy(_synthetic_labels(features, 300), config, RolloutSettings(), 0.3, FAST)
+    path = save_policy(fitted, tmp_path / "round1.qlr")
+    env = {**ENV, "features": list(features)}
+    settings = RolloutSettings(episodes=1, horizon=2, label_fraction=0.5, follow=str(path))
+    labels = collect_labels(env, settings)
+    assert len(labels) > 0 and np.all(np.isfinite(labels.returns))
+    with pytest.raises(ValueError, match="other features"):
+        collect_labels({**env, "features": list(reversed(features))}, settings)
