@@ -7,8 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from qlr.features import FEATURES_V2
+from qlr.features import FEATURE_NAMES, FEATURES_V2, GRADIENT_FEATURES
 from qlr.policy import Policy, PolicyMetadata
+
+V4_FEATURES = [n for n in FEATURE_NAMES if n not in GRADIENT_FEATURES and n != "batch_growth"]
+"""The version-4 features: the slope rule's ``update_slope`` among them, no gradient noise."""
+RULE_ENV = {
+    "problem": ["quadratic", "rosenbrock"],
+    "optimizer": ["sgd", "adam"],
+    "action_factors": 5,
+    "features": V4_FEATURES,
+    "horizon": 12,
+}
+"""A cheap `LearningRateEnv` the slope rule can act in: analytic families, the rule's factors."""
 
 
 def build_policy(

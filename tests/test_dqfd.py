@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import RULE_ENV as ENV
+from conftest import V4_FEATURES as V4
 
 from qlr.agents.learn.demonstrations import (
     Demonstrations,
@@ -14,16 +16,6 @@ from qlr.agents.learn.demonstrations import (
     nearest_action,
 )
 from qlr.envs.env import LearningRateEnv
-from qlr.features import FEATURE_NAMES, GRADIENT_FEATURES
-
-V4 = [n for n in FEATURE_NAMES if n not in GRADIENT_FEATURES and n != "batch_growth"]
-ENV = {
-    "problem": ["quadratic", "rosenbrock"],
-    "optimizer": ["sgd", "adam"],
-    "action_factors": 5,
-    "features": V4,
-    "horizon": 12,
-}
 
 
 def test_nearest_action_maps_the_rules_factors_onto_the_envs():

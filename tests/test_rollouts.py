@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import RULE_ENV as ENV
+from conftest import V4_FEATURES as V4
 
 from qlr.agents.cli import main
 from qlr.agents.learn.config import load_config
@@ -22,17 +24,8 @@ from qlr.agents.learn.rollouts import (
     rule_actor,
 )
 from qlr.envs.env import LearningRateEnv
-from qlr.features import FEATURE_NAMES, GRADIENT_FEATURES
 from qlr.policy import config_hash, load_policy, save_policy
 
-V4 = [n for n in FEATURE_NAMES if n not in GRADIENT_FEATURES and n != "batch_growth"]
-ENV = {
-    "problem": ["quadratic", "rosenbrock"],
-    "optimizer": ["sgd", "adam"],
-    "action_factors": 5,
-    "features": V4,
-    "horizon": 12,
-}
 FAST = FitSettings(steps=1200)
 
 
