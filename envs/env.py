@@ -79,6 +79,8 @@ class LearningRateEnv(gym.Env):
     | 16    | update_size        | tanh((log10(abs(u) / abs(theta)) + 3) / 2)         | -1  | 1   |
     | 17    | progress           | fraction of the episode's budget spent (0 unknown) | 0   | 1   |
     | 18    | budget_known       | 1 when the controller was told the budget          | 0   | 1   |
+    | 19    | lr_ceiling         | 1 - tanh(log10(ceiling / rate)) while the rollback | 0   | 1   |
+    |       |                    | guard keeps a ceiling after a failure; 0 without   |     |     |
 
     Relative changes are (new - old) / max(abs(new), abs(old)), log-spread so that small
     changes stay visible (see `qlr.features`).
@@ -291,7 +293,7 @@ class LearningRateEnv(gym.Env):
                 break
             lr = self.controller.clamp(lr / 10)
         self._reward_loss = self._objective()
-        return self.controller.observe(), self._info()
+        return self.controller.observe(reference_lr(self.optimizer)), self._info()
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self.optimizer is None:
@@ -315,7 +317,7 @@ class LearningRateEnv(gym.Env):
             self._roll_back()
         elif self._snapshot is not None:
             self.controller.relax_ceiling()  # one clean block further from a failure
-        obs = self.controller.observe()
+        obs = self.controller.observe(reference_lr(self.optimizer))
         if rolled_back:
             reward = -self.divergence_penalty  # the block is undone, the episode goes on
             diverged = False

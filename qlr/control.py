@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from qlr.feature_set import lr_ceiling
 from qlr.features import FEATURE_NAMES, FEATURES_V2, FEATURES_V3, FeatureTracker
 
 logger = logging.getLogger(__name__)
@@ -440,13 +441,20 @@ class LRController:
             return self.examples / (self.total_steps * self.start_batch_size)
         return self.tracker.steps / self.total_steps
 
-    def observe(self) -> np.ndarray:
+    def observe(self, lr: float | None = None) -> np.ndarray:
         """The observation for a decision (the selected features); starts the next block.
 
         A step still queued (a block that ended early) is judged first: see `flush`.
+
+        Args:
+            lr: the rate now, which ``lr_ceiling`` compares with the ceiling; it may be left
+                out only while no failure is remembered.
         """
+        if self.ceiling is not None and lr is None:
+            raise ValueError("observe needs the current rate (lr=) while a ceiling is set")
+        near_ceiling = lr_ceiling(self.ceiling, 0.0 if lr is None else float(lr))
         self.flush()
-        obs = self.tracker.observation(self.progress)[self._feature_index]
+        obs = self.tracker.observation(self.progress, near_ceiling)[self._feature_index]
         self.blocks += 1
         self._update_interval()
         return obs

@@ -11,8 +11,10 @@ learning rate, the step count or the total number of steps, since deployment rar
 Version history: 1 had the first ten features; 2 appended ``lr_drift``; 3 appended ``grad_noise``
 and ``batch_growth`` for controllers that also set the batch size; 4 appended four statistics of
 the update the optimizer actually took (below); 5 appended ``progress`` and ``budget_known``,
-for a run whose budget of steps is known (0 and 0 when it is not). Earlier features never change
-meaning, so an older policy reads its features as a subset of the newer ones.
+for a run whose budget of steps is known (0 and 0 when it is not); 6 appended ``lr_ceiling``,
+how close the rate sits to the ceiling the rollback guard keeps after a failure. Earlier
+features never change meaning, so an older policy reads its features as a subset of the newer
+ones.
 
 The update features (version 4). The gradient features describe the gradient, which is the step
 only for plain SGD; Adam, AdamW, RMSprop and AdaGrad rescale the step per coordinate. What says
@@ -39,7 +41,7 @@ from __future__ import annotations
 
 import math
 
-FEATURE_VERSION = 5
+FEATURE_VERSION = 6
 
 FEATURE_NAMES: tuple[str, ...] = (
     "loss_change_step",  # relative change of the loss over the last optimizer step
@@ -61,22 +63,41 @@ FEATURE_NAMES: tuple[str, ...] = (
     "update_size",  # tanh((log10(|u| / |theta|) + 3) / 2): 0 at a relative step of 1e-3
     "progress",  # fraction of the run's budget spent, in [0, 1]; 0 when no budget is known
     "budget_known",  # 1 when the run's budget is known (progress means something), else 0
+    "lr_ceiling",  # 1 - tanh(log10(ceiling / rate)) below a rate that failed; 0 with none
 )
 FEATURES_V1 = FEATURE_NAMES[:10]  # what a version-1 policy reads
 FEATURES_V2 = FEATURE_NAMES[:11]  # what a version-2 policy reads
 FEATURES_V3 = FEATURE_NAMES[:13]  # what a version-3 policy reads
 FEATURES_V4 = FEATURE_NAMES[:17]  # what a version-4 policy reads
+FEATURES_V5 = FEATURE_NAMES[:19]  # what a version-5 policy reads
 FEATURES_BY_VERSION = {
     1: FEATURES_V1,
     2: FEATURES_V2,
     3: FEATURES_V3,
     4: FEATURES_V4,
-    5: FEATURE_NAMES,
+    5: FEATURES_V5,
+    6: FEATURE_NAMES,
 }
 GRADIENT_FEATURES = frozenset({"grad_cosine", "grad_projection", "grad_norm_change", "grad_noise"})
 """Features that need the tracker to keep a gradient between steps."""
 UPDATE_FEATURES = frozenset({"update_slope", "update_slope_spread", "armijo_ratio", "update_size"})
 """Features that need the update chain (one copy of the parameters)."""
+
+
+def lr_ceiling(ceiling: float | None, lr: float) -> float:
+    """``lr_ceiling``: 1 - tanh(log10(ceiling / lr)); 1 at or above the ceiling, 0 with none.
+
+    After a failure the rollback guard keeps the rate below half the rate that failed while
+    that ceiling relaxes (`qlr.LRController.remember_failure`); this says how close the rate
+    is to it (0.24 a decade below), as a ratio of rates, so it is as scale-free as
+    ``lr_drift``. With no failure remembered it reads 0, as if the ceiling were far away.
+    """
+    if ceiling is None:
+        return 0.0
+    if not (lr > 0 and math.isfinite(lr)):
+        return 1.0
+    return 1.0 - math.tanh(max(0.0, math.log10(ceiling / lr)))
+
 
 OBS_DIM = len(FEATURE_NAMES)
 OBS_LOW = -1.0

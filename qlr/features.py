@@ -55,6 +55,7 @@ from qlr.feature_set import (
     FEATURES_V2,
     FEATURES_V3,
     FEATURES_V4,
+    FEATURES_V5,
     GRADIENT_FEATURES,
     OBS_DIM,
     OBS_HIGH,
@@ -71,6 +72,7 @@ __all__ = [
     "FEATURES_V2",
     "FEATURES_V3",
     "FEATURES_V4",
+    "FEATURES_V5",
     "FEATURE_NAMES",
     "FEATURE_VERSION",
     "GRADIENT_FEATURES",
@@ -382,12 +384,14 @@ class FeatureTracker:
         return stats
 
     # ------------------------------------------------------------------ per decision
-    def observation(self, progress: float | None = None) -> np.ndarray:
+    def observation(self, progress: float | None = None, lr_ceiling: float = 0.0) -> np.ndarray:
         """Features of the steps since the last call, float32 in [-1, 1]; closes the block.
 
         Args:
             progress: the fraction of the run's budget spent so far, when the budget is known
                 (clipped to [0, 1]: a run past its budget reads 1); None when it is not.
+            lr_ceiling: the ``lr_ceiling`` feature, which the rollback guard's ceiling sets
+                (`qlr.feature_set.lr_ceiling`); 0, no ceiling, for a tracker on its own.
         """
         self.finish()  # a step still queued belongs to this block
         block, self._block = self._block, []
@@ -396,6 +400,7 @@ class FeatureTracker:
         features["nonfinite"] = 1.0 if len(finite_steps) < len(block) else 0.0
         features["lr_drift"] = math.tanh(self._log10_lr_change / _DRIFT_DECADES)
         features["batch_growth"] = math.tanh(self._log2_batch_change / _GROWTH_DOUBLINGS)
+        features["lr_ceiling"] = lr_ceiling
         features.update(self._updates.features())
         if progress is not None and math.isfinite(progress):
             features["progress"] = min(1.0, max(0.0, progress))

@@ -374,7 +374,7 @@ class QLRScheduler(torch.optim.lr_scheduler.ReduceLROnPlateau):
         return self.controller.batch_size
 
     def _decide(self) -> None:
-        obs = self.controller.observe()
+        obs = self.controller.observe(reference_lr(self.optimizer))
         action, q_values = self.policy.decide(obs)
         self.last_observation = obs
         self.controller.apply_action(self.optimizer, action)

@@ -170,12 +170,13 @@ def test_the_rollback_count_travels_in_the_state_dict(make_policy, tmp_path):
     assert restored.controller.ceiling == scheduler.controller.ceiling
 
 
-def always_raising_episode(rollback, decisions=60):
+def always_raising_episode(rollback, decisions=60, features=None):
     """The environment on a deep linear net under Nesterov, the rate doubled every decision."""
     from qlr.envs import LearningRateEnv
 
     env = LearningRateEnv(
         problem="deep_linear",
+        features=features,
         optimizer="nesterov",
         action_factors=5,
         rollback=rollback,
@@ -189,8 +190,8 @@ def always_raising_episode(rollback, decisions=60):
     for _ in range(decisions):
         before = [p.detach().clone() for p in env.problem.params]
         lr = env.optimizer.param_groups[0]["lr"]
-        _, reward, terminated, truncated, info = env.step(4)  # x2
-        steps.append((before, lr, reward, terminated, truncated, info))
+        obs, reward, terminated, truncated, info = env.step(4)  # x2
+        steps.append((before, lr, reward, terminated, truncated, info, obs))
         if terminated or truncated:
             break
     return env, steps
@@ -218,3 +219,38 @@ def test_without_rollback_the_environment_ends_the_episode_and_keeps_nothing():
     assert steps[-1][3] and len(steps) < 60  # terminated by the divergence
     assert env._snapshot is None and env.rollbacks == 0
     assert not any(s[5]["rolled_back"] for s in steps)
+
+
+def test_the_policy_sees_how_close_the_rate_is_to_the_one_that_failed(make_policy):
+    model, x, y = deep_linear()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    policy = make_policy(favour=2, interval=2, spike_factor=10.0, features=("lr_ceiling",))
+    scheduler = QLRScheduler(optimizer, policy=policy, max_lr=1e6)
+    seen = []
+    for _ in range(200):
+        train(scheduler, model, x, y, 2)
+        seen.append((float(scheduler.last_observation[0]), scheduler.rollbacks))
+    before = [value for value, rollbacks in seen if rollbacks == 0]
+    after = [value for value, rollbacks in seen if rollbacks > 0]
+    assert before and after and set(before) == {0.0}  # no failure yet: no ceiling to be near
+    assert max(after) == pytest.approx(1.0)  # raised straight back up to the ceiling
+    # Just after a cut (x0.1 of a rate whose ceiling is half of it) the rate is well below it.
+    assert 0 < min(after) <= 1 - math.tanh(math.log10(5)) + 1e-6
+
+
+def test_lr_ceiling_reads_zero_without_a_ceiling_and_one_at_it():
+    from qlr.feature_set import lr_ceiling
+
+    assert lr_ceiling(None, 0.1) == 0.0
+    assert lr_ceiling(0.1, 0.1) == 1.0 and lr_ceiling(0.1, 0.3) == 1.0
+    assert lr_ceiling(1.0, 0.1) == pytest.approx(1 - math.tanh(1.0))
+    assert lr_ceiling(1.0, float("nan")) == 1.0  # a rate that is no rate: assume the worst
+
+
+def test_the_environment_shows_the_ceiling_to_the_policy():
+    env, steps = always_raising_episode(rollback=True, features=("lr_drift", "lr_ceiling"))
+    index = next(i for i, s in enumerate(steps) if s[5]["rolled_back"])
+    assert all(s[6][1] == 0.0 for s in steps[:index])  # nothing failed yet
+    assert 0.0 < steps[index][6][1] < 1.0  # cut below the ceiling the failure left
+    # Raised back up to the ceiling, which has relaxed by a step (x1.05) since: 0.979.
+    assert max(s[6][1] for s in steps[index:]) >= 1 - math.tanh(math.log10(1.05)) - 1e-6
