@@ -41,6 +41,7 @@ from ablate_arms import (  # noqa: E402  (a sibling script, not a package)
     SEEDS,
     SELECTED_ON,
     SELECTION,
+    build,
     ensemble,
     evaluate,
     label,
@@ -61,19 +62,6 @@ def arms() -> dict[str, list[Path]]:
         "ceiling_unguarded": [unguarded(RECIPE, s) for s in SEEDS],
         "ceiling_ensemble": [ensemble(RECIPE, s) for s in SEEDS],
     }
-
-
-def build() -> None:
-    """The unguarded and leave-one-seed-out ensemble files, as ablate_arms builds its own."""
-    from qlr.deferral import Deferral
-    from qlr.ensemble import combine
-    from qlr.policy import load_policy, save_policy
-
-    members = {seed: load_policy(trained(RECIPE, seed)) for seed in SEEDS}
-    for seed in SEEDS:
-        save_policy(combine([members[seed]], spike_guard=False), unguarded(RECIPE, seed))
-        others = [members[s] for s in SEEDS if s != seed]
-        save_policy(combine(others, Deferral(0.0), spike_guard=False), ensemble(RECIPE, seed))
 
 
 def select() -> dict:
@@ -160,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    build()
+    build(RECIPE)  # the unguarded and ensemble files (and residuals, unused here)
     selection_file = OUT / "ceiling_choice.json"
     if args.stage in ("select", "all"):
         selection = select()
